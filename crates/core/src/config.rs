@@ -1,0 +1,305 @@
+//! The typed configuration root, read from one TOML file. Every section
+//! rejects unknown keys so a typo is an error naming the key, not a silent default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub c2s: C2sConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub log: LogConfig,
+    /// Per-module sections `[modules.NAME]`; which modules run is
+    /// `server.modules`.
+    pub modules: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Virtual hosts served (the domain part of users' addresses).
+    pub hosts: Vec<String>,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `starling.db` in data_dir) or
+    /// `postgres://user@host:port/db`; the env var STARLING_DATABASE_URL wins.
+    pub database_url: Option<String>,
+    pub database_max_connections: u32,
+    /// Feature modules to load, by name.
+    pub modules: Vec<String>,
+    /// Seconds to wait for sessions to close on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Listeners with STARTTLS (RFC 6120 §5).
+    pub listen: Vec<SocketAddr>,
+    /// Listeners with TLS from the first byte (XEP-0368), ALPN `xmpp-client`.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Refuse to authenticate before STARTTLS (RFC 6120 §5.3.1 mandatory-to-negotiate).
+    pub require_encryption: bool,
+    /// What happens when a client binds a resource already in use (RFC 6120 §7.7.2.2).
+    pub resource_conflict: ResourceConflict,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceConflict {
+    /// Disconnect the existing session with `<conflict/>` and bind the new one.
+    Replace,
+    /// Refuse the new bind with `<conflict/>`.
+    Refuse,
+    /// Bind the new session under a server-generated resource.
+    Rename,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (advertised with XEP-0478).
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    /// Seconds from TCP accept to a bound resource.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any byte from the client (whitespace keepalives count).
+    pub idle_timeout_secs: u64,
+    /// Stanzas queued towards one session before new ones bounce with
+    /// `<resource-constraint/>`.
+    pub session_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// PBKDF2 iterations for new SCRAM credentials (≥ 4096).
+    pub scram_iterations: u32,
+    /// Offer SASL PLAIN (only ever over TLS unless `plain_without_tls`).
+    pub plain: bool,
+    /// Offer PLAIN on unencrypted streams: for benchmarks on loopback only.
+    pub plain_without_tls: bool,
+    /// Failed attempts on one stream before it is closed.
+    pub max_failures_per_stream: u32,
+    /// Failures from one IP address within `throttle_window_secs` after which
+    /// every further attempt from it waits `throttle_delay_ms` (doubling).
+    pub throttle_after: u32,
+    pub throttle_window_secs: u64,
+    pub throttle_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate per host; hosts without one get a self-signed certificate
+    /// generated at first start in `data_dir/certs`.
+    pub certificates: BTreeMap<String, CertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `starling_c2s=debug,info`; RUST_LOG wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            c2s: C2sConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+            modules: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hosts: vec!["localhost".into()],
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 8,
+            modules: ["disco", "ping", "version", "time"].map(String::from).to_vec(),
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: vec!["0.0.0.0:5222".parse().expect("valid literal")],
+            direct_tls_listen: vec!["0.0.0.0:5223".parse().expect("valid literal")],
+            require_encryption: true,
+            resource_conflict: ResourceConflict::Replace,
+            max_connections: 19_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            max_attributes: 64,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 900,
+            session_queue: 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            scram_iterations: 4096,
+            plain: true,
+            plain_without_tls: false,
+            max_failures_per_stream: 3,
+            throttle_after: 5,
+            throttle_window_secs: 60,
+            throttle_delay_ms: 500,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if self.server.hosts.is_empty() {
+            return invalid("server.hosts", "at least one host is required");
+        }
+        for host in &self.server.hosts {
+            if starling_proto::BareJid::new(host).map_or(true, |j| j.node().is_some()) {
+                return invalid("server.hosts", &format!("{host:?} is not a valid domain"));
+            }
+        }
+        for host in self.tls.certificates.keys() {
+            if !self.server.hosts.contains(host) {
+                return invalid("tls.certificates", &format!("{host:?} is not in server.hosts"));
+            }
+        }
+        if self.auth.scram_iterations < 4096 {
+            return invalid("auth.scram_iterations", "must be at least 4096");
+        }
+        if self.limits.max_stanza_bytes < 10_000 {
+            return invalid("limits.max_stanza_bytes", "must be at least 10000 (RFC 6120 §13.12)");
+        }
+        if self.limits.session_queue == 0 {
+            return invalid("limits.session_queue", "must be at least 1");
+        }
+        if self.c2s.listen.is_empty() && self.c2s.direct_tls_listen.is_empty() {
+            return invalid("c2s.listen", "no listener configured");
+        }
+        for name in self.modules.keys() {
+            if !self.server.modules.contains(name) {
+                return invalid("modules", &format!("section [modules.{name}] for a module not in server.modules"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL: STARLING_DATABASE_URL, else config, else SQLite in data_dir.
+    pub fn database_url(&self) -> String {
+        std::env::var("STARLING_DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.server.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("starling.db").display()))
+    }
+
+    pub fn is_local_host(&self, domain: &str) -> bool {
+        self.server.hosts.iter().any(|h| h == domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.hosts, ["localhost"]);
+        assert_eq!(c.limits.max_stanza_bytes, 262_144);
+        assert!(c.c2s.require_encryption);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::parse("[c2s]\nrequire_encyption = false\n").unwrap_err().to_string();
+        assert!(e.contains("require_encyption"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_the_key() {
+        let e = Config::parse("[auth]\nscram_iterations = 10\n").unwrap_err().to_string();
+        assert!(e.contains("auth.scram_iterations"), "{e}");
+        let e = Config::parse("[limits]\nmax_stanza_bytes = \"big\"\n").unwrap_err().to_string();
+        assert!(e.contains("max_stanza_bytes"), "{e}");
+        let e = Config::parse("[server]\nhosts = [\"a@b\"]\n").unwrap_err().to_string();
+        assert!(e.contains("server.hosts"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The session registry and local delivery. Sharded (DashMap) so sessions on
+//! different cores never contend on one lock; each session has a bounded queue.
+
+use dashmap::DashMap;
+use starling_proto::{BareJid, Element, FullJid};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// What a session task receives from the rest of the server.
+#[derive(Debug)]
+pub enum Outbound {
+    Stanza(Element),
+    /// Close the stream with this RFC 6120 §4.9.3 condition.
+    Close(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The session's queue is full: it reads slower than it is sent to.
+    #[error("recipient queue full")]
+    QueueFull,
+    #[error("recipient gone")]
+    Gone,
+}
+
+/// A bound session as other tasks see it.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub id: u64,
+    pub jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl SessionHandle {
+    pub fn send(&self, out: Outbound) -> Result<(), DeliveryError> {
+        self.tx.try_send(out).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Resource {
+    handle: SessionHandle,
+    /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
+    available: bool,
+    priority: i8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("resource in use")]
+    Conflict,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    sessions: DashMap<BareJid, Vec<Resource>>,
+    next_id: AtomicU64,
+}
+
+impl Router {
+    /// Registers a session under `jid`. With `replace`, an existing session
+    /// with that resource is removed and returned so the caller can close it;
+    /// otherwise an existing one is a conflict.
+    pub fn bind(
+        &self,
+        jid: FullJid,
+        tx: mpsc::Sender<Outbound>,
+        replace: bool,
+    ) -> Result<(SessionHandle, Option<SessionHandle>), BindError> {
+        let handle = SessionHandle { id: self.next_id.fetch_add(1, Ordering::Relaxed), jid, tx };
+        let mut resources = self.sessions.entry(handle.jid.to_bare()).or_default();
+        let existing = resources.iter().position(|r| r.handle.jid == handle.jid);
+        let replaced = match existing {
+            Some(_) if !replace => return Err(BindError::Conflict),
+            Some(i) => Some(resources.swap_remove(i).handle),
+            None => None,
+        };
+        resources.push(Resource { handle: handle.clone(), available: false, priority: 0 });
+        Ok((handle, replaced))
+    }
+
+    pub fn is_bound(&self, jid: &FullJid) -> bool {
+        self.sessions
+            .get(&jid.to_bare())
+            .is_some_and(|rs| rs.iter().any(|r| &r.handle.jid == jid))
+    }
+
+    /// Removes the session (if it is still the one bound under its JID).
+    pub fn unbind(&self, handle: &SessionHandle) {
+        let bare = handle.jid.to_bare();
+        self.sessions.remove_if_mut(&bare, |_, rs| {
+            rs.retain(|r| r.handle.id != handle.id);
+            rs.is_empty()
+        });
+    }
+
+    pub fn set_presence(&self, handle: &SessionHandle, available: bool, priority: i8) {
+        if let Some(mut rs) = self.sessions.get_mut(&handle.jid.to_bare()) {
+            if let Some(r) = rs.iter_mut().find(|r| r.handle.id == handle.id) {
+                r.available = available;
+                r.priority = priority;
+            }
+        }
+    }
+
+    pub fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
+        let rs = self.sessions.get(&jid.to_bare())?;
+        rs.iter().find(|r| &r.handle.jid == jid).map(|r| r.handle.clone())
+    }
+
+    /// Available resources of an account (RFC 6121 §4.2.2 broadcast targets).
+    pub fn available(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.sessions.get(bare).map_or_else(Vec::new, |rs| {
+            rs.iter().filter(|r| r.available).map(|r| r.handle.clone()).collect()
+        })
+    }
+
+    /// Targets for a message to a bare JID (RFC 6121 §8.5.2.1.1): the available
+    /// resources with the highest non-negative priority.
+    pub fn message_targets(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        let Some(rs) = self.sessions.get(bare) else { return Vec::new() };
+        let Some(top) = rs.iter().filter(|r| r.available && r.priority >= 0).map(|r| r.priority).max() else {
+            return Vec::new();
+        };
+        rs.iter()
+            .filter(|r| r.available && r.priority == top)
+            .map(|r| r.handle.clone())
+            .collect()
+    }
+
+    /// Every bound session (for shutdown).
+    pub fn all(&self) -> Vec<SessionHandle> {
+        self.sessions
+            .iter()
+            .flat_map(|e| e.value().iter().map(|r| r.handle.clone()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().map(|e| e.value().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+
+    #[test]
+    fn bare_jid_messages_go_to_highest_non_negative_priority() {
+        let router = Router::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let (a, _) = router.bind(full("u@h/a"), tx.clone(), true).unwrap();
+        let (b, _) = router.bind(full("u@h/b"), tx.clone(), true).unwrap();
+        let (c, _) = router.bind(full("u@h/c"), tx, true).unwrap();
+        let bare = BareJid::new("u@h").unwrap();
+        assert!(router.message_targets(&bare).is_empty(), "no initial presence yet");
+        router.set_presence(&a, true, 5);
+        router.set_presence(&b, true, 5);
+        router.set_presence(&c, true, -1);
+        let ids: Vec<u64> = router.message_targets(&bare).iter().map(|h| h.id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&a.id) && ids.contains(&b.id));
+        router.set_presence(&a, true, -3);
+        router.set_presence(&b, true, -2);
+        assert!(router.message_targets(&bare).is_empty(), "negative priorities get no bare messages");
+    }
+
+    #[test]
+    fn resource_conflict_replace_or_refuse() {
+        let router = Router::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let (first, _) = router.bind(full("u@h/r"), tx.clone(), true).unwrap();
+        assert_eq!(router.bind(full("u@h/r"), tx.clone(), false).unwrap_err(), BindError::Conflict);
+        let (second, replaced) = router.bind(full("u@h/r"), tx, true).unwrap();
+        assert_eq!(replaced.unwrap().id, first.id);
+        router.unbind(&first);
+        assert!(router.is_bound(&second.jid), "unbinding the replaced session keeps the new one");
+        router.unbind(&second);
+        assert_eq!(router.session_count(), 0);
+    }
+
+    #[test]
+    fn full_queue_is_reported_not_grown() {
+        let router = Router::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let (h, _) = router.bind(full("u@h/r"), tx, true).unwrap();
+        assert!(h.send(Outbound::Close("x")).is_ok());
+        assert_eq!(h.send(Outbound::Close("x")).unwrap_err(), DeliveryError::QueueFull);
+    }
+}

@@ -1,0 +1,177 @@
+//! The server: shared state for every session, and stanza routing
+//! (RFC 6120 §10, RFC 6121 §8) between local sessions and modules.
+
+use crate::config::Config;
+use crate::module::{HookPoint, HookResult, IqRequest, IqTarget, ModuleRegistry};
+use crate::router::{DeliveryError, Outbound, Router};
+use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
+use starling_storage::AccountStore;
+use std::sync::Arc;
+
+pub struct Server {
+    pub config: Config,
+    pub router: Router,
+    pub modules: ModuleRegistry,
+    pub accounts: Arc<dyn AccountStore>,
+    /// Set when shutdown starts; sessions watch it.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Server {
+    pub fn new(config: Config, accounts: Arc<dyn AccountStore>) -> Arc<Self> {
+        Arc::new(Server {
+            config,
+            router: Router::default(),
+            modules: ModuleRegistry::default(),
+            accounts,
+            shutdown: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    pub fn is_local(&self, jid: &Jid) -> bool {
+        self.config.is_local_host(jid.domain().as_str())
+    }
+
+    /// Routes a stanza sent by a local session; `from` is already stamped
+    /// with the session's full JID. Presence without `to` (broadcast) is the
+    /// session's business, not the router's.
+    pub async fn route(self: &Arc<Self>, mut stanza: Stanza) {
+        let to = match &stanza.to {
+            Some(to) => to.clone(),
+            // RFC 6120 §10.3: no `to` means the sender's own account.
+            None => match &stanza.from {
+                Some(from) => Jid::from(from.to_bare()),
+                None => return,
+            },
+        };
+        if !self.is_local(&to) {
+            // Federation is not there yet: RFC 6120 §10.4.2.
+            return self.bounce(&stanza, StanzaError::remote_server_not_found());
+        }
+        match (to.node().is_some(), to.resource().is_some()) {
+            (false, false) => self.to_host(stanza).await,
+            (false, true) => self.bounce(&stanza, StanzaError::service_unavailable()),
+            (true, false) => {
+                if stanza.to.is_none() && stanza.kind == StanzaKind::Message {
+                    stanza.set_to(to.clone());
+                }
+                self.to_bare(stanza, to.to_bare()).await
+            }
+            (true, true) => {
+                let full = to.try_into_full().expect("has a resource");
+                self.to_full(stanza, full).await
+            }
+        }
+    }
+
+    async fn to_host(self: &Arc<Self>, stanza: Stanza) {
+        if stanza.kind == StanzaKind::Iq {
+            self.handle_iq(stanza, IqTarget::Host).await;
+        }
+        // Messages and presence to the server itself have no handler yet.
+    }
+
+    async fn to_bare(self: &Arc<Self>, stanza: Stanza, bare: BareJid) {
+        match stanza.kind {
+            StanzaKind::Iq => self.handle_iq(stanza, IqTarget::Account).await,
+            StanzaKind::Message => self.message_to_bare(stanza, &bare).await,
+            StanzaKind::Presence => {
+                // Directed presence to an account reaches its available resources.
+                for handle in self.router.available(&bare) {
+                    let _ = handle.send(Outbound::Stanza(stanza.el.clone()));
+                }
+            }
+        }
+    }
+
+    async fn message_to_bare(self: &Arc<Self>, stanza: Stanza, bare: &BareJid) {
+        let targets = self.router.message_targets(bare);
+        if let Some((last, rest)) = targets.split_last() {
+            for handle in rest {
+                self.deliver(&stanza, handle.send(Outbound::Stanza(stanza.el.clone())));
+            }
+            let result = last.send(Outbound::Stanza(stanza.el.clone()));
+            return self.deliver(&stanza, result);
+        }
+        // RFC 6121 §8.5.2.2: no available resource.
+        match stanza.type_.as_deref() {
+            Some("error") | Some("headline") => {}
+            Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
+            _ => {
+                for hook in self.modules.hooks(HookPoint::MessageUndeliverable) {
+                    if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
+                        return;
+                    }
+                }
+                self.bounce(&stanza, StanzaError::service_unavailable());
+            }
+        }
+    }
+
+    async fn to_full(self: &Arc<Self>, stanza: Stanza, full: FullJid) {
+        if let Some(handle) = self.router.session(&full) {
+            let result = handle.send(Outbound::Stanza(stanza.el.clone()));
+            return self.deliver(&stanza, result);
+        }
+        // RFC 6121 §8.5.3.2: the resource is not connected.
+        match stanza.kind {
+            StanzaKind::Iq => {
+                if stanza.iq_type().is_some_and(|t| t.is_request()) {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
+                }
+            }
+            StanzaKind::Message => match stanza.type_.as_deref() {
+                Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
+                Some("error") | Some("headline") => {}
+                _ => Box::pin(self.message_to_bare(stanza, &full.to_bare())).await,
+            },
+            StanzaKind::Presence => {}
+        }
+    }
+
+    fn deliver(&self, stanza: &Stanza, result: Result<(), DeliveryError>) {
+        match result {
+            Ok(()) => {}
+            Err(DeliveryError::QueueFull) => {
+                tracing::debug!(to = ?stanza.to, "recipient queue full, bouncing");
+                self.bounce(stanza, StanzaError::resource_constraint().with_text("recipient is not reading"));
+            }
+            Err(DeliveryError::Gone) => self.bounce(stanza, StanzaError::recipient_unavailable()),
+        }
+    }
+
+    async fn handle_iq(self: &Arc<Self>, stanza: Stanza, target: IqTarget) {
+        let Some(type_) = stanza.iq_type().filter(|t| t.is_request()) else {
+            return; // results and errors addressed to the server: nothing waits for them yet
+        };
+        let namespace = stanza.payload().map(Element::ns).unwrap_or_default();
+        let Some(handler) = self.modules.iq_handler(target, type_, &namespace) else {
+            return self.bounce(&stanza, StanzaError::service_unavailable());
+        };
+        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone() }).await {
+            Ok(payload) => stanza.iq_result(payload),
+            Err(err) => match stanza.error_reply(&err) {
+                Some(el) => el,
+                None => return,
+            },
+        };
+        self.send_to_local(reply);
+    }
+
+    /// Sends a stanza error back to the (local) sender of `stanza`.
+    pub fn bounce(&self, stanza: &Stanza, err: StanzaError) {
+        if let Some(reply) = stanza.error_reply(&err) {
+            self.send_to_local(reply);
+        }
+    }
+
+    /// Delivers a server-generated stanza to the local full JID in its `to`.
+    pub fn send_to_local(&self, el: Element) {
+        let Some(to) = el.attr("to").and_then(|t| FullJid::new(t).ok()) else { return };
+        if let Some(handle) = self.router.session(&to) {
+            if let Err(e) = handle.send(Outbound::Stanza(el)) {
+                tracing::debug!(%to, error = %e, "dropping server reply");
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! XEP-0030: Service Discovery. The server's identity and features are
+//! whatever the loaded modules declared.
+
+use serde::Deserialize;
+use starling_core::module::{IqRequest, IqResult, IqTarget};
+use starling_core::{Module, ModuleContext, ModuleError};
+use starling_proto::xml::element;
+use starling_proto::{ns, Element, IqType, StanzaError};
+
+pub struct Disco;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoConfig {}
+
+impl Module for Disco {
+    const NAME: &'static str = "disco";
+    type Config = DiscoConfig;
+
+    fn load(_: DiscoConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
+        ctx.add_identity("server", "im", Some("Starling"));
+        ctx.add_feature(ns::DISCO_INFO);
+        ctx.add_feature(ns::DISCO_ITEMS);
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_INFO, server_info);
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_ITEMS, |req| async move {
+            // No sub-services (MUC, upload…) exist yet; §4.2 allows an empty list.
+            Ok(Some(echo_node(&req, ns::DISCO_ITEMS)))
+        });
+        ctx.handle_iq(IqTarget::Account, IqType::Get, ns::DISCO_INFO, account_info);
+        Ok(Disco)
+    }
+}
+
+/// The empty `<query/>` of the answer, keeping the request's node (§3.2).
+fn echo_node(req: &IqRequest, namespace: &str) -> Element {
+    match req.payload().attr("node") {
+        Some(node) => element("query", namespace, &[("node", node)]),
+        None => Element::bare("query", namespace),
+    }
+}
+
+async fn server_info(req: IqRequest) -> IqResult {
+    if req.payload().attr("node").is_some() {
+        return Err(StanzaError::item_not_found());
+    }
+    let mut query = echo_node(&req, ns::DISCO_INFO);
+    for identity in req.server.modules.identities() {
+        let mut attrs = vec![("category", identity.category), ("type", identity.type_)];
+        if let Some(name) = identity.name {
+            attrs.push(("name", name));
+        }
+        query.append_child(element("identity", ns::DISCO_INFO, &attrs));
+    }
+    for var in req.server.modules.features() {
+        query.append_child(element("feature", ns::DISCO_INFO, &[("var", var)]));
+    }
+    Ok(Some(query))
+}
+
+/// XEP-0030 §3.1 for an account: `account/registered`, answered only to the
+/// account itself until rosters (presence subscriptions) exist.
+async fn account_info(req: IqRequest) -> IqResult {
+    let Some(from) = &req.stanza.from else {
+        return Err(StanzaError::service_unavailable());
+    };
+    let to = req.stanza.to.as_ref().unwrap_or(from);
+    if from.to_bare() != to.to_bare() || req.payload().attr("node").is_some() {
+        return Err(StanzaError::service_unavailable());
+    }
+    let mut query = echo_node(&req, ns::DISCO_INFO);
+    query.append_child(element("identity", ns::DISCO_INFO, &[("category", "account"), ("type", "registered")]));
+    query.append_child(element("feature", ns::DISCO_INFO, &[("var", ns::DISCO_INFO)]));
+    Ok(Some(query))
+}

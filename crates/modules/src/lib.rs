@@ -1,0 +1,23 @@
+//! Feature modules, one file per XEP or RFC section. Each declares what it
+//! adds through the core's `ModuleContext`; the server loads them by name.
+
+pub mod disco;
+pub mod ping;
+pub mod time;
+pub mod version;
+
+use starling_core::{Module, ModuleError, ModuleRegistry};
+
+/// Every module this build knows, by config name.
+pub const AVAILABLE: &[&str] = &[disco::Disco::NAME, ping::Ping::NAME, time::Time::NAME, version::Version::NAME];
+
+/// Loads the module called `name` with its `[modules.NAME]` section.
+pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) -> Result<(), ModuleError> {
+    match name {
+        disco::Disco::NAME => registry.load::<disco::Disco>(config),
+        ping::Ping::NAME => registry.load::<ping::Ping>(config),
+        time::Time::NAME => registry.load::<time::Time>(config),
+        version::Version::NAME => registry.load::<version::Version>(config),
+        other => Err(ModuleError::Unknown(other.to_owned())),
+    }
+}

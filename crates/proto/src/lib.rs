@@ -1,0 +1,14 @@
+//! Protocol types shared by every layer: the stanza envelope (parsed once at
+//! the edge, the router reads only this), stanza errors, namespaces. Re-exports
+//! the xmpp-rs `jid` and `minidom` crates so features use one version.
+
+pub mod error;
+pub mod ns;
+pub mod stanza;
+pub mod xml;
+
+pub use error::{ErrorType, StanzaError};
+pub use jid::{self, BareJid, FullJid, Jid};
+pub use minidom::{self, Element};
+pub use stanza::{IqType, Stanza, StanzaKind};
+pub use xmpp_parsers;
