@@ -134,7 +134,10 @@ impl Server {
             Ok(()) => {}
             Err(DeliveryError::QueueFull) => {
                 tracing::debug!(to = ?stanza.to, "recipient queue full, bouncing");
-                self.bounce(stanza, StanzaError::resource_constraint().with_text("recipient is not reading"));
+                self.bounce(
+                    stanza,
+                    StanzaError::resource_constraint().with_text("recipient is not reading"),
+                );
             }
             Err(DeliveryError::Gone) => self.bounce(stanza, StanzaError::recipient_unavailable()),
         }
@@ -148,7 +151,12 @@ impl Server {
         let Some(handler) = self.modules.iq_handler(target, type_, &namespace) else {
             return self.bounce(&stanza, StanzaError::service_unavailable());
         };
-        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone() }).await {
+        let reply = match handler(IqRequest {
+            server: self.clone(),
+            stanza: stanza.clone(),
+        })
+        .await
+        {
             Ok(payload) => stanza.iq_result(payload),
             Err(err) => match stanza.error_reply(&err) {
                 Some(el) => el,
@@ -167,11 +175,19 @@ impl Server {
 
     /// Delivers a server-generated stanza to the local full JID in its `to`.
     pub fn send_to_local(&self, el: Element) {
-        let Some(to) = el.attr("to").and_then(|t| FullJid::new(t).ok()) else { return };
+        let Some(to) = el.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+            return;
+        };
         if let Some(handle) = self.router.session(&to) {
             if let Err(e) = handle.send(Outbound::Stanza(el)) {
                 tracing::debug!(%to, error = %e, "dropping server reply");
             }
         }
     }
+}
+
+/// Resolves once shutdown has started (the watch guard is not held across
+/// awaits, so callers stay `Send`).
+pub async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }

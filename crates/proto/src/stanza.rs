@@ -54,9 +54,10 @@ impl IqType {
 pub enum EnvelopeError {
     #[error("not a stanza: {0}")]
     NotAStanza(String),
-    /// Malformed stanza with enough of an envelope to answer with a stanza error.
+    /// Malformed stanza with enough of an envelope to answer with a stanza
+    /// error; the element is handed back for the reply.
     #[error("bad stanza: {0}")]
-    Bad(StanzaError),
+    Bad(StanzaError, Box<Element>),
 }
 
 #[derive(Clone, Debug)]
@@ -77,16 +78,16 @@ impl Stanza {
         let kind = StanzaKind::from_name(el.name())
             .filter(|_| el.ns() == content_ns)
             .ok_or_else(|| EnvelopeError::NotAStanza(format!("{{{}}}{}", el.ns(), el.name())))?;
-        let parse_jid = |attr: &str| -> Result<Option<Jid>, EnvelopeError> {
-            match el.attr(attr) {
-                None => Ok(None),
-                Some(s) => Jid::new(s).map(Some).map_err(|e| {
-                    EnvelopeError::Bad(StanzaError::jid_malformed().with_text(e.to_string()))
-                }),
-            }
+        let parse_jid = |attr: &str| match el.attr(attr) {
+            None => Ok(None),
+            Some(s) => Jid::new(s)
+                .map(Some)
+                .map_err(|e| StanzaError::jid_malformed().with_text(e.to_string())),
         };
-        let to = parse_jid("to")?;
-        let from = parse_jid("from")?;
+        let (to, from) = match (parse_jid("to"), parse_jid("from")) {
+            (Ok(to), Ok(from)) => (to, from),
+            (Err(e), _) | (_, Err(e)) => return Err(EnvelopeError::Bad(e, Box::new(el))),
+        };
         let stanza = Stanza {
             kind,
             from,
@@ -96,22 +97,24 @@ impl Stanza {
             el,
         };
         if kind == StanzaKind::Iq {
-            stanza.check_iq()?;
+            if let Err(text) = stanza.check_iq() {
+                let error = StanzaError::bad_request().with_text(text);
+                return Err(EnvelopeError::Bad(error, Box::new(stanza.el)));
+            }
         }
         Ok(stanza)
     }
 
     /// RFC 6120 §8.2.3: an IQ has an id and a known type; a request has exactly one payload.
-    fn check_iq(&self) -> Result<(), EnvelopeError> {
-        let bad = |text: &str| EnvelopeError::Bad(StanzaError::bad_request().with_text(text));
+    fn check_iq(&self) -> Result<(), &'static str> {
         if self.id.is_none() {
-            return Err(bad("iq without id"));
+            return Err("iq without id");
         }
         let Some(t) = self.iq_type() else {
-            return Err(bad("iq with missing or unknown type"));
+            return Err("iq with missing or unknown type");
         };
         if t.is_request() && self.el.children().count() != 1 {
-            return Err(bad("iq request must have exactly one child"));
+            return Err("iq request must have exactly one child");
         }
         Ok(())
     }
@@ -168,6 +171,19 @@ impl Stanza {
     }
 }
 
+/// The error reply to an element that did not parse as a stanza envelope,
+/// addressed to `to` (the sender); `None` if it was itself an error.
+pub fn error_reply_to_element(mut el: Element, err: &StanzaError, to: &Jid) -> Option<Element> {
+    if el.attr("type") == Some("error") {
+        return None;
+    }
+    let from = el.attr("to").and_then(|t| Jid::new(t).ok());
+    xml::set_attr(&mut el, "type", "error");
+    swap_addresses(&mut el, Some(to), from.as_ref());
+    el.append_child(err.to_element());
+    Some(el)
+}
+
 fn swap_addresses(el: &mut Element, from: Option<&Jid>, to: Option<&Jid>) {
     match from {
         Some(f) => xml::set_attr(el, "to", f.as_str()),
@@ -195,7 +211,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.kind, StanzaKind::Message);
-        assert_eq!(s.to.as_ref().unwrap().as_str(), "juliet@example.com/balcony");
+        assert_eq!(
+            s.to.as_ref().unwrap().as_str(),
+            "juliet@example.com/balcony"
+        );
         assert_eq!(s.id.as_deref(), Some("m1"));
         assert!(s.is_type("chat"));
     }
@@ -207,7 +226,9 @@ mod tests {
             ns::CLIENT,
         )
         .unwrap_err();
-        let EnvelopeError::Bad(e) = err else { panic!() };
+        let EnvelopeError::Bad(e, _) = err else {
+            panic!()
+        };
         assert_eq!(e.condition, "jid-malformed");
     }
 
@@ -220,7 +241,10 @@ mod tests {
             "<iq xmlns='jabber:client' id='a' type='set'><a xmlns='x'/><b xmlns='y'/></iq>",
         ] {
             assert!(
-                matches!(Stanza::from_element(parse(bad), ns::CLIENT), Err(EnvelopeError::Bad(_))),
+                matches!(
+                    Stanza::from_element(parse(bad), ns::CLIENT),
+                    Err(EnvelopeError::Bad(..))
+                ),
                 "{bad}"
             );
         }

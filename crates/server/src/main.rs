@@ -1,1 +1,157 @@
-fn main() {}
+//! `starling`: the server binary. It reads the config, opens the store,
+//! loads modules, starts the listeners and handles signals; the admin
+//! commands work on the same store.
+
+mod certs;
+mod users;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use starling_core::config::{Config, LogFormat};
+use starling_core::Server;
+use starling_storage::SqlStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "starling", version, about = "Starling XMPP server")]
+struct Cli {
+    /// TOML config file (default: built-in defaults, domain localhost, data in ./data).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Write the process id here once listening.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+    },
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Check the config file and exit.
+    CheckConfig,
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(cli.config.as_deref())?;
+    if let Command::CheckConfig = cli.command {
+        for name in &config.server.modules {
+            anyhow::ensure!(
+                starling_modules::AVAILABLE.contains(&name.as_str()),
+                "server.modules: unknown module {name:?}"
+            );
+        }
+        println!("config OK");
+        return Ok(());
+    }
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { pidfile } => serve(config, pidfile).await,
+            Command::User(cmd) => users::run(&config, cmd).await,
+            Command::CheckConfig => unreachable!("handled above"),
+        }
+    })
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "creating data directory {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let url = config.database_url();
+    SqlStore::open(&url, config.server.database_max_connections)
+        .await
+        .with_context(|| format!("opening database {}", redact(&url)))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let tls = Arc::new(certs::tls_context(&config)?);
+    let mut listeners = Vec::new();
+    for (addrs, direct_tls) in [
+        (&config.c2s.listen, false),
+        (&config.c2s.direct_tls_listen, true),
+    ] {
+        for addr in addrs {
+            let listener = starling_c2s::Listener::bind(*addr, direct_tls)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(%addr, direct_tls, "listening for clients");
+            listeners.push(listener);
+        }
+    }
+    let modules = config.server.modules.clone();
+    let mut sections = config.modules.clone();
+    let server = Server::new(config, Arc::new(store.clone()));
+    for name in &modules {
+        starling_modules::load(&server.modules, name, sections.remove(name))?;
+    }
+    if let Some(pidfile) = &pidfile {
+        std::fs::write(pidfile, std::process::id().to_string())?;
+    }
+    tracing::info!(hosts = ?server.config.server.hosts, modules = ?server.modules.loaded(), "Starling started");
+    let serving = tokio::spawn(starling_c2s::serve(server.clone(), tls, listeners));
+    wait_for_signal().await?;
+    tracing::info!(sessions = server.router.session_count(), "shutting down");
+    server.shutdown.send_replace(true);
+    serving.await?;
+    store.close().await;
+    if let Some(pidfile) = &pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}

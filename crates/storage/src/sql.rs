@@ -35,11 +35,8 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let url = match dialect {
-            // WAL lets readers proceed during writes; NORMAL sync is durable
-            // in WAL mode against process crashes (fsync at checkpoints).
-            Dialect::Sqlite if !url.contains('?') => {
-                format!("{url}?mode=rwc&journal_mode=WAL&synchronous=NORMAL&busy_timeout=5000")
-            }
+            // Create the file on first start.
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
         let pool = AnyPoolOptions::new()
@@ -47,6 +44,13 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&url)
             .await?;
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers proceed during writes; the mode is stored in
+            // the file, so setting it once applies to every connection.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
         let store = SqlStore { pool, dialect };
         store.migrate().await?;
         Ok(store)
@@ -54,8 +58,16 @@ impl SqlStore {
 
     async fn migrate(&self) -> Result<()> {
         match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Dialect::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Dialect::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }

@@ -1,1 +1,1 @@
-//! placeholder
+//! Test kit (filled in next).
