@@ -1,0 +1,244 @@
+//! A scripted raw-XML client: it sends exactly the bytes a test gives and
+//! waits for expected text, so error paths can be driven byte by byte.
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct XmlClient {
+    io: Option<Box<dyn Io>>,
+    tcp: Option<TcpStream>,
+    /// Everything received and not yet consumed by an `expect`.
+    pub received: String,
+    pub domain: String,
+    timeout: Duration,
+}
+
+/// Tests trust the server's self-signed certificate (they check TLS works,
+/// not the PKI).
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn tls_connector(alpn: Option<&[u8]>) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    if let Some(alpn) = alpn {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+impl XmlClient {
+    pub async fn connect(port: u16, domain: &str) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        Ok(XmlClient {
+            io: None,
+            tcp: Some(tcp),
+            received: String::new(),
+            domain: domain.into(),
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Connects with TLS from the first byte (XEP-0368), ALPN `xmpp-client`.
+    pub async fn connect_direct_tls(port: u16, domain: &str) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = ServerName::try_from(domain.to_owned())?;
+        let tls = tls_connector(Some(b"xmpp-client"))
+            .connect(name, tcp)
+            .await?;
+        Ok(XmlClient {
+            io: Some(Box::new(tls)),
+            tcp: None,
+            received: String::new(),
+            domain: domain.into(),
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    fn io(&mut self) -> &mut (dyn Io + '_) {
+        match (&mut self.io, &mut self.tcp) {
+            (Some(io), _) => io.as_mut(),
+            (None, Some(tcp)) => tcp,
+            (None, None) => unreachable!("client has a transport"),
+        }
+    }
+
+    pub async fn send(&mut self, xml: &str) -> anyhow::Result<()> {
+        self.send_bytes(xml.as_bytes()).await
+    }
+
+    pub async fn send_bytes(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        let io = self.io();
+        io.write_all(data).await?;
+        io.flush().await?;
+        Ok(())
+    }
+
+    /// Reads until `needle` has been received; consumes everything up to and
+    /// including it and returns that text.
+    pub async fn expect(&mut self, needle: &str) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(pos) = self.received.find(needle) {
+                let rest = self.received.split_off(pos + needle.len());
+                return Ok(std::mem::replace(&mut self.received, rest));
+            }
+            let mut buf = [0u8; 8192];
+            let read = tokio::time::timeout_at(deadline, self.io().read(&mut buf)).await;
+            match read {
+                Err(_) => bail!(
+                    "timed out waiting for {needle:?}; received: {:?}",
+                    self.received
+                ),
+                Ok(Ok(0)) => bail!(
+                    "connection closed waiting for {needle:?}; received: {:?}",
+                    self.received
+                ),
+                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(Err(e)) => bail!(
+                    "read error waiting for {needle:?}: {e}; received: {:?}",
+                    self.received
+                ),
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns what it sent.
+    pub async fn expect_closed(&mut self) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let mut buf = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.io().read(&mut buf)).await {
+                Err(_) => bail!("connection not closed; received: {:?}", self.received),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(std::mem::take(&mut self.received)),
+                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) -> anyhow::Result<()> {
+        let mut buf = [0u8; 8192];
+        match tokio::time::timeout(wait, self.io().read(&mut buf)).await {
+            Err(_) => Ok(()),
+            Ok(Ok(n)) => bail!("unexpected data: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => bail!("read error: {e}"),
+        }
+    }
+
+    pub fn stream_header(&self) -> String {
+        format!(
+            "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams'>",
+            self.domain
+        )
+    }
+
+    /// Opens the stream and returns the features.
+    pub async fn open(&mut self) -> anyhow::Result<String> {
+        let header = self.stream_header();
+        self.send(&header).await?;
+        self.expect("</stream:features>").await
+    }
+
+    /// STARTTLS (RFC 6120 §5) on a plain connection; returns the new features.
+    pub async fn starttls(&mut self) -> anyhow::Result<String> {
+        self.open().await?;
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
+        self.expect("<proceed").await?;
+        self.received.clear();
+        let tcp = self.tcp.take().context("already on TLS")?;
+        let name = ServerName::try_from(self.domain.clone())?;
+        self.io = Some(Box::new(tls_connector(None).connect(name, tcp).await?));
+        self.open().await
+    }
+
+    /// SASL PLAIN, stream restart and resource binding; returns the full JID.
+    pub async fn login_plain(
+        &mut self,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<String> {
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await?;
+        self.expect("<success").await?;
+        self.open().await?;
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await?;
+        let reply = self.expect("</iq>").await?;
+        let start = reply.find("<jid>").context("bind result has a jid")? + 5;
+        let end = reply.find("</jid>").context("bind result has a jid")?;
+        Ok(reply[start..end].to_owned())
+    }
+
+    /// A bound session over STARTTLS with PLAIN.
+    pub async fn logged_in(
+        port: u16,
+        domain: &str,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<(Self, String)> {
+        let mut client = Self::connect(port, domain).await?;
+        client.starttls().await?;
+        let jid = client.login_plain(user, password, resource).await?;
+        Ok((client, jid))
+    }
+}
