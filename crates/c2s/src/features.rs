@@ -25,11 +25,7 @@ fn features() -> Element {
 /// XEP-0478: the limits the client must respect.
 fn limits(config: &Config) -> Element {
     let mut limits = Element::bare("limits", ns::STREAM_LIMITS);
-    limits.append_child(text_element(
-        "max-bytes",
-        ns::STREAM_LIMITS,
-        config.limits.max_stanza_bytes.to_string(),
-    ));
+    limits.append_child(text_element("max-bytes", ns::STREAM_LIMITS, config.limits.max_stanza_bytes.to_string()));
     if config.limits.idle_timeout_secs > 0 {
         limits.append_child(text_element(
             "idle-seconds",
@@ -64,11 +60,7 @@ pub fn pre_auth(config: &Config, secure: bool, bindings: &ChannelBindings) -> El
         // XEP-0440 §3: which channel-binding types the server can do.
         let mut cb = Element::bare("sasl-channel-binding", ns::SASL_CB);
         for (kind, _) in &bindings.available {
-            cb.append_child(element(
-                "channel-binding",
-                ns::SASL_CB,
-                &[("type", kind.name())],
-            ));
+            cb.append_child(element("channel-binding", ns::SASL_CB, &[("type", kind.name())]));
         }
         f.append_child(cb);
     }

@@ -27,10 +27,7 @@ impl Listener {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        Ok(Listener {
-            tcp: socket.listen(4096)?,
-            direct_tls,
-        })
+        Ok(Listener { tcp: socket.listen(4096)?, direct_tls })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -56,12 +53,7 @@ pub async fn serve(server: Arc<Server>, tls: Arc<TlsContext>, listeners: Vec<Lis
     accept_loops.join_all().await;
 }
 
-type Shared = (
-    Arc<Server>,
-    Arc<TlsContext>,
-    Arc<AuthThrottle>,
-    Arc<Semaphore>,
-);
+type Shared = (Arc<Server>, Arc<TlsContext>, Arc<AuthThrottle>, Arc<Semaphore>);
 
 async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared) {
     let mut shutdown = server.shutdown.subscribe();
@@ -84,12 +76,7 @@ async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared)
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (server, tls, throttle, direct_tls) = (
-            server.clone(),
-            tls.clone(),
-            throttle.clone(),
-            listener.direct_tls,
-        );
+        let (server, tls, throttle, direct_tls) = (server.clone(), tls.clone(), throttle.clone(), listener.direct_tls);
         sessions.spawn(async move {
             let io = if direct_tls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.direct.clone());

@@ -15,9 +15,7 @@ use starling_core::{Outbound, Server, SessionHandle};
 use starling_proto::stanza::{error_reply_to_element, EnvelopeError};
 use starling_proto::xml::{set_attr, text_element};
 use starling_proto::{ns, BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
-use starling_sasl::{
-    decode_base64, encode_base64, ChannelBindings, Failure, HashAlg, Mechanism, ServerSession, Step,
-};
+use starling_sasl::{decode_base64, encode_base64, ChannelBindings, Failure, HashAlg, Mechanism, ServerSession, Step};
 use starling_xmlstream::{stream_header, write_element, Limits, StreamEvent, StreamParser};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -63,6 +61,10 @@ pub(crate) struct Conn {
     header_sent: bool,
     /// The virtual host this stream is for (its `to`).
     host: Option<String>,
+    /// The current SASL exchange got as far as checking a password: only
+    /// such failures count as guesses (not, say, an unsupported channel
+    /// binding a client retries without).
+    password_checked: bool,
 }
 
 /// A session after resource binding.
@@ -102,6 +104,7 @@ impl Conn {
             write_buf: Vec::new(),
             header_sent: false,
             host: None,
+            password_checked: false,
         }
     }
 
@@ -132,11 +135,7 @@ impl Conn {
                     event => Ok(event),
                 };
             }
-            let n = self
-                .io
-                .read(&mut self.read_buf)
-                .await
-                .map_err(|_| End::Gone)?;
+            let n = self.io.read(&mut self.read_buf).await.map_err(|_| End::Gone)?;
             if n == 0 {
                 return Err(End::Gone);
             }
@@ -166,10 +165,7 @@ impl Conn {
 
     async fn flush(&mut self) -> Flow<()> {
         if !self.write_buf.is_empty() {
-            self.io
-                .write_all(&self.write_buf)
-                .await
-                .map_err(|_| End::Gone)?;
+            self.io.write_all(&self.write_buf).await.map_err(|_| End::Gone)?;
             self.write_buf.clear();
         }
         self.io.flush().await.map_err(|_| End::Gone)
@@ -181,13 +177,9 @@ impl Conn {
     }
 
     fn send_header(&mut self, to: Option<&str>) {
-        let from = self
-            .host
-            .clone()
-            .unwrap_or_else(|| self.server.config.server.hosts[0].clone());
+        let from = self.host.clone().unwrap_or_else(|| self.server.config.server.hosts[0].clone());
         let id = random_id();
-        self.write_buf
-            .extend_from_slice(stream_header(ns::CLIENT, &from, to, &id).as_bytes());
+        self.write_buf.extend_from_slice(stream_header(ns::CLIENT, &from, to, &id).as_bytes());
         self.header_sent = true;
     }
 
@@ -238,10 +230,7 @@ impl Conn {
         }
         self.host = Some(host);
         // RFC 6120 §4.7.5: we speak 1.0; a client without version gets an error.
-        let version_ok = header
-            .version
-            .as_deref()
-            .is_some_and(|v| v.split('.').next() == Some("1"));
+        let version_ok = header.version.as_deref().is_some_and(|v| v.split('.').next() == Some("1"));
         self.send_header(header.from.as_deref());
         if !version_ok {
             return Err(End::error("unsupported-version"));
@@ -250,20 +239,14 @@ impl Conn {
     }
 
     fn host(&self) -> &str {
-        self.host
-            .as_deref()
-            .expect("host is set when the stream opens")
+        self.host.as_deref().expect("host is set when the stream opens")
     }
 
     async fn negotiate(&mut self) -> Flow<(Bound, mpsc::Receiver<Outbound>)> {
         let username = loop {
             self.open_stream().await?;
             let secure = self.io.is_tls();
-            let bindings = self
-                .io
-                .tls()
-                .map(|c| self.tls.bindings(c))
-                .unwrap_or_default();
+            let bindings = self.io.tls().map(|c| self.tls.bindings(c)).unwrap_or_default();
             let features = features::pre_auth(&self.server.config, secure, &bindings);
             self.send(&features).await?;
             match self.authenticate(secure, &bindings).await? {
@@ -298,11 +281,7 @@ impl Conn {
 
     /// Runs SASL until success (`Some(username)`), or until the client asks
     /// for STARTTLS and we answered `<proceed/>` (`None`).
-    async fn authenticate(
-        &mut self,
-        secure: bool,
-        bindings: &ChannelBindings,
-    ) -> Flow<Option<String>> {
+    async fn authenticate(&mut self, secure: bool, bindings: &ChannelBindings) -> Flow<Option<String>> {
         let config = &self.server.config;
         let offered = features::mechanisms(config, secure, bindings);
         let must_encrypt = !secure && config.c2s.require_encryption;
@@ -329,18 +308,17 @@ impl Conn {
                     return Ok(Some(username));
                 }
                 Err(failure) => {
-                    self.throttle.failed(self.peer.ip());
-                    failures += 1;
                     tracing::info!(peer = %self.peer, condition = failure.condition(), "authentication failed");
                     let mut f = Element::bare("failure", ns::SASL);
                     f.append_child(Element::bare(failure.condition(), ns::SASL));
                     self.send(&f).await?;
-                    // RFC 6120 §6.4.5: a limited number of retries.
+                    if self.password_checked {
+                        self.throttle.failed(self.peer.ip());
+                        failures += 1;
+                    }
+                    // RFC 6120 §6.4.5: a limited number of retries, then policy-violation.
                     if failures >= max_failures {
-                        return Err(End::Error(
-                            "not-authorized",
-                            Some("too many failed attempts".into()),
-                        ));
+                        return Err(End::Error("policy-violation", Some("too many failed attempts".into())));
                     }
                 }
             }
@@ -354,15 +332,12 @@ impl Conn {
         offered: &[Mechanism],
         bindings: &ChannelBindings,
     ) -> Flow<Result<String, Failure>> {
+        self.password_checked = false;
         let delay = self.throttle.delay(self.peer.ip());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let Some(mech) = auth
-            .attr("mechanism")
-            .and_then(Mechanism::from_name)
-            .filter(|m| offered.contains(m))
-        else {
+        let Some(mech) = auth.attr("mechanism").and_then(Mechanism::from_name).filter(|m| offered.contains(m)) else {
             return Ok(Err(Failure::InvalidMechanism));
         };
         let initial = match decode_base64(auth.text().trim()) {
@@ -391,6 +366,7 @@ impl Conn {
                     }
                 }
                 Ok(Step::NeedCredentials { username }) => {
+                    self.password_checked = true;
                     let hash = mech.hash().expect("SCRAM mechanisms have a hash");
                     match self.credentials(&username, hash).await {
                         Ok(creds) => sasl.credentials(creds),
@@ -398,19 +374,14 @@ impl Conn {
                     }
                 }
                 Ok(Step::NeedPasswordCheck { username, password }) => {
+                    self.password_checked = true;
                     // Any stored hash will do; SHA-1 derives fastest.
                     match self.credentials(&username, HashAlg::Sha1).await {
-                        Ok(creds) => {
-                            sasl.plain_verified(creds.is_some_and(|c| c.verify_password(&password)))
-                        }
+                        Ok(creds) => sasl.plain_verified(creds.is_some_and(|c| c.verify_password(&password))),
                         Err(f) => return Ok(Err(f)),
                     }
                 }
-                Ok(Step::Success {
-                    username,
-                    authzid,
-                    additional_data,
-                }) => {
+                Ok(Step::Success { username, authzid, additional_data }) => {
                     let Some(jid) = self.account_jid(&username) else {
                         return Ok(Err(Failure::NotAuthorized));
                     };
@@ -424,10 +395,7 @@ impl Conn {
                     }
                     self.send(&success).await?;
                     tracing::info!(peer = %self.peer, %jid, mechanism = mech.name(), "authenticated");
-                    return Ok(Ok(jid
-                        .node()
-                        .expect("account JIDs have a node")
-                        .to_string()));
+                    return Ok(Ok(jid.node().expect("account JIDs have a node").to_string()));
                 }
             };
         }
@@ -435,9 +403,7 @@ impl Conn {
 
     /// The account's bare JID, if `username` is a valid localpart (RFC 7622 §3.3).
     fn account_jid(&self, username: &str) -> Option<BareJid> {
-        BareJid::new(&format!("{username}@{}", self.host()))
-            .ok()
-            .filter(|j| j.node().is_some())
+        BareJid::new(&format!("{username}@{}", self.host())).ok().filter(|j| j.node().is_some())
     }
 
     async fn credentials(
@@ -449,14 +415,10 @@ impl Conn {
             return Ok(None);
         };
         let node = jid.node().expect("checked").as_str();
-        self.server
-            .accounts
-            .credentials(self.host(), node, hash)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "credential lookup failed");
-                Failure::TemporaryAuthFailure
-            })
+        self.server.accounts.credentials(self.host(), node, hash).await.map_err(|e| {
+            tracing::error!(error = %e, "credential lookup failed");
+            Failure::TemporaryAuthFailure
+        })
     }
 
     /// Resource binding (RFC 6120 §7): waits for the bind request and
@@ -475,16 +437,12 @@ impl Conn {
             let Some(id) = el.attr("id").map(str::to_owned) else {
                 return Err(End::Error("invalid-xml", Some("iq without id".into())));
             };
-            let requested = bind
-                .get_child("resource", ns::BIND)
-                .map(|r| r.text())
-                .filter(|r| !r.is_empty());
+            let requested = bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.is_empty());
             let policy = self.server.config.c2s.resource_conflict;
             let mut resource = requested.clone().unwrap_or_else(random_id);
             let (tx, rx) = mpsc::channel(self.server.config.limits.session_queue);
             let result = loop {
-                let Ok(jid) = FullJid::new(&format!("{username}@{}/{resource}", self.host()))
-                else {
+                let Ok(jid) = FullJid::new(&format!("{username}@{}/{resource}", self.host())) else {
                     break Err(StanzaError::bad_request().with_text("invalid resource"));
                 };
                 let replace = policy == ResourceConflict::Replace;
@@ -495,9 +453,7 @@ impl Conn {
                         }
                         break Ok(handle);
                     }
-                    Err(_) if policy == ResourceConflict::Rename => {
-                        resource = format!("{resource}.{}", random_id())
-                    }
+                    Err(_) if policy == ResourceConflict::Rename => resource = format!("{resource}.{}", random_id()),
                     Err(_) => break Err(StanzaError::conflict()),
                 }
             };
@@ -512,12 +468,7 @@ impl Conn {
                     self.send(&reply).await?;
                     tracing::debug!(jid = %handle.jid, "resource bound");
                     let bare = handle.jid.to_bare();
-                    let bound = Bound {
-                        handle,
-                        bare,
-                        available: false,
-                        directed: HashSet::new(),
-                    };
+                    let bound = Bound { handle, bare, available: false, directed: HashSet::new() };
                     return Ok((bound, rx));
                 }
                 Err(err) => {
@@ -537,18 +488,14 @@ impl Conn {
         mut rx: mpsc::Receiver<Outbound>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> End {
-        let end = self
-            .serve_loop(&mut bound, &mut rx, &mut shutdown)
-            .await
-            .unwrap_err();
+        let end = self.serve_loop(&mut bound, &mut rx, &mut shutdown).await.unwrap_err();
         self.server.router.unbind(&bound.handle);
         self.went_offline(&mut bound).await;
         // Stanzas already queued for us cannot be written any more.
         rx.close();
         while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
             if let Ok(stanza) = Stanza::from_element(el, ns::CLIENT) {
-                self.server
-                    .bounce(&stanza, StanzaError::recipient_unavailable());
+                self.server.bounce(&stanza, StanzaError::recipient_unavailable());
             }
         }
         end
@@ -562,11 +509,7 @@ impl Conn {
     ) -> Flow<()> {
         let idle_secs = self.server.config.limits.idle_timeout_secs;
         // Zero disables the idle timeout: a deadline a century away.
-        let idle = Duration::from_secs(if idle_secs == 0 {
-            3_153_600_000
-        } else {
-            idle_secs
-        });
+        let idle = Duration::from_secs(if idle_secs == 0 { 3_153_600_000 } else { idle_secs });
         let timer = tokio::time::sleep(idle);
         tokio::pin!(timer);
         // Stanzas that arrived in the same read as the bind request.
@@ -634,15 +577,11 @@ impl Conn {
         }
         stanza.set_from(Jid::from(bound.handle.jid.clone()));
         match stanza.kind {
-            StanzaKind::Presence if stanza.to.is_none() => {
-                self.broadcast_presence(bound, stanza).await
-            }
+            StanzaKind::Presence if stanza.to.is_none() => self.broadcast_presence(bound, stanza).await,
             StanzaKind::Presence => {
                 match stanza.type_.as_deref() {
                     None => bound.directed.insert(stanza.to.clone().expect("has to")),
-                    Some("unavailable") => {
-                        bound.directed.remove(stanza.to.as_ref().expect("has to"))
-                    }
+                    Some("unavailable") => bound.directed.remove(stanza.to.as_ref().expect("has to")),
                     Some(_) => false,
                 };
                 self.server.route(stanza).await;
@@ -728,16 +667,12 @@ impl Conn {
 fn is_session_request(stanza: &Stanza) -> bool {
     stanza.is_type("set")
         && stanza.to.as_ref().is_none_or(|to| to.node().is_none())
-        && stanza
-            .payload()
-            .is_some_and(|p| p.is("session", ns::SESSION))
+        && stanza.payload().is_some_and(|p| p.is("session", ns::SESSION))
 }
 
 /// An unguessable identifier for stream ids and generated resources.
 fn random_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..16)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..16).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
 }

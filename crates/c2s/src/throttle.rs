@@ -19,12 +19,7 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 
 impl AuthThrottle {
     pub fn new(after: u32, window: Duration, delay: Duration) -> Self {
-        AuthThrottle {
-            failures: DashMap::new(),
-            after,
-            window,
-            delay,
-        }
+        AuthThrottle { failures: DashMap::new(), after, window, delay }
     }
 
     /// How long to wait before answering an attempt from `ip`.
@@ -42,8 +37,7 @@ impl AuthThrottle {
 
     pub fn failed(&self, ip: IpAddr) {
         if self.failures.len() >= SWEEP_AT {
-            self.failures
-                .retain(|_, (_, since)| since.elapsed() <= self.window);
+            self.failures.retain(|_, (_, since)| since.elapsed() <= self.window);
         }
         let mut entry = self.failures.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() > self.window {
@@ -71,11 +65,7 @@ mod tests {
         assert_eq!(t.delay(ip), Duration::from_millis(100));
         t.failed(ip);
         assert_eq!(t.delay(ip), Duration::from_millis(200));
-        assert_eq!(
-            t.delay("192.0.2.2".parse().unwrap()),
-            Duration::ZERO,
-            "other addresses unaffected"
-        );
+        assert_eq!(t.delay("192.0.2.2".parse().unwrap()), Duration::ZERO, "other addresses unaffected");
         t.succeeded(ip);
         assert_eq!(t.delay(ip), Duration::ZERO);
     }

@@ -47,15 +47,9 @@ impl TlsContext {
         let mut by_host = HashMap::new();
         let mut end_point = HashMap::new();
         let mut default = None;
-        let default_host = certs
-            .first()
-            .map(|c| c.host.clone())
-            .ok_or_else(|| anyhow::anyhow!("no certificate"))?;
+        let default_host = certs.first().map(|c| c.host.clone()).ok_or_else(|| anyhow::anyhow!("no certificate"))?;
         for cert in certs {
-            let leaf = cert
-                .chain
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("{}: empty certificate chain", cert.host))?;
+            let leaf = cert.chain.first().ok_or_else(|| anyhow::anyhow!("{}: empty certificate chain", cert.host))?;
             end_point.insert(cert.host.clone(), end_point_hash(leaf));
             let key = CertifiedKey::from_der(cert.chain, cert.key, &provider)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", cert.host))?;
@@ -63,10 +57,7 @@ impl TlsContext {
             default.get_or_insert_with(|| key.clone());
             by_host.insert(cert.host, key);
         }
-        let resolver = Arc::new(SniResolver {
-            by_host,
-            default: default.expect("at least one certificate"),
-        });
+        let resolver = Arc::new(SniResolver { by_host, default: default.expect("at least one certificate") });
         let build = |alpn: Vec<Vec<u8>>| -> anyhow::Result<Arc<ServerConfig>> {
             let mut config = ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
@@ -92,17 +83,11 @@ impl TlsContext {
         // extended master secret, which rustls does not let us check): 1.3 only.
         if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
             let mut out = [0u8; 32];
-            if conn
-                .export_keying_material(&mut out[..], b"EXPORTER-Channel-Binding", None)
-                .is_ok()
-            {
+            if conn.export_keying_material(&mut out[..], b"EXPORTER-Channel-Binding", None).is_ok() {
                 available.push((ChannelBindingType::TlsExporter, out.to_vec()));
             }
         }
-        let host = conn
-            .server_name()
-            .filter(|h| self.end_point.contains_key(*h))
-            .unwrap_or(&self.default_host);
+        let host = conn.server_name().filter(|h| self.end_point.contains_key(*h)).unwrap_or(&self.default_host);
         if let Some(hash) = self.end_point.get(host) {
             available.push((ChannelBindingType::TlsServerEndPoint, hash.clone()));
         }
@@ -123,11 +108,7 @@ fn end_point_hash(cert: &[u8]) -> Vec<u8> {
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], // sha512WithRSAEncryption
         &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],       // ecdsa-with-SHA512
     ];
-    let position = |oids: &[&[u8]]| {
-        oids.iter()
-            .filter_map(|oid| cert.windows(oid.len()).position(|w| w == *oid))
-            .min()
-    };
+    let position = |oids: &[&[u8]]| oids.iter().filter_map(|oid| cert.windows(oid.len()).position(|w| w == *oid)).min();
     match (position(&SHA384_OIDS), position(&SHA512_OIDS)) {
         (Some(a), b) if b.is_none_or(|b| a < b) => Sha384::digest(cert).to_vec(),
         (_, Some(_)) => Sha512::digest(cert).to_vec(),

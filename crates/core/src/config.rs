@@ -148,9 +148,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_max_connections: 8,
-            modules: ["disco", "ping", "version", "time"]
-                .map(String::from)
-                .to_vec(),
+            modules: ["disco", "ping", "version", "time"].map(String::from).to_vec(),
             shutdown_grace_secs: 5,
         }
     }
@@ -197,20 +195,14 @@ impl Default for AuthConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
+        LogConfig { level: "info".into(), format: LogFormat::Text }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -219,35 +211,22 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.into(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
-        };
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
         if self.server.hosts.is_empty() {
             return invalid("server.hosts", "at least one host is required");
         }
@@ -258,20 +237,14 @@ impl Config {
         }
         for host in self.tls.certificates.keys() {
             if !self.server.hosts.contains(host) {
-                return invalid(
-                    "tls.certificates",
-                    &format!("{host:?} is not in server.hosts"),
-                );
+                return invalid("tls.certificates", &format!("{host:?} is not in server.hosts"));
             }
         }
         if self.auth.scram_iterations < 4096 {
             return invalid("auth.scram_iterations", "must be at least 4096");
         }
         if self.limits.max_stanza_bytes < 10_000 {
-            return invalid(
-                "limits.max_stanza_bytes",
-                "must be at least 10000 (RFC 6120 §13.12)",
-            );
+            return invalid("limits.max_stanza_bytes", "must be at least 10000 (RFC 6120 §13.12)");
         }
         if self.limits.session_queue == 0 {
             return invalid("limits.session_queue", "must be at least 1");
@@ -281,10 +254,7 @@ impl Config {
         }
         for name in self.modules.keys() {
             if !self.server.modules.contains(name) {
-                return invalid(
-                    "modules",
-                    &format!("section [modules.{name}] for a module not in server.modules"),
-                );
+                return invalid("modules", &format!("section [modules.{name}] for a module not in server.modules"));
             }
         }
         Ok(())
@@ -296,12 +266,7 @@ impl Config {
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| self.server.database_url.clone())
-            .unwrap_or_else(|| {
-                format!(
-                    "sqlite://{}",
-                    self.server.data_dir.join("starling.db").display()
-                )
-            })
+            .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("starling.db").display()))
     }
 
     pub fn is_local_host(&self, domain: &str) -> bool {
@@ -323,25 +288,17 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let e = Config::parse("[c2s]\nrequire_encyption = false\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[c2s]\nrequire_encyption = false\n").unwrap_err().to_string();
         assert!(e.contains("require_encyption"), "{e}");
     }
 
     #[test]
     fn bad_value_is_an_error_naming_the_key() {
-        let e = Config::parse("[auth]\nscram_iterations = 10\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[auth]\nscram_iterations = 10\n").unwrap_err().to_string();
         assert!(e.contains("auth.scram_iterations"), "{e}");
-        let e = Config::parse("[limits]\nmax_stanza_bytes = \"big\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[limits]\nmax_stanza_bytes = \"big\"\n").unwrap_err().to_string();
         assert!(e.contains("max_stanza_bytes"), "{e}");
-        let e = Config::parse("[server]\nhosts = [\"a@b\"]\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("[server]\nhosts = [\"a@b\"]\n").unwrap_err().to_string();
         assert!(e.contains("server.hosts"), "{e}");
     }
 }

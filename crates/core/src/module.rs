@@ -35,16 +35,9 @@ pub enum ModuleError {
     #[error("modules.{module}: {message}")]
     Config { module: String, message: String },
     #[error("module {module}: IQ handler for {namespace} already registered by {owner}")]
-    IqConflict {
-        module: &'static str,
-        namespace: &'static str,
-        owner: &'static str,
-    },
+    IqConflict { module: &'static str, namespace: &'static str, owner: &'static str },
     #[error("module {module}: {message}")]
-    Failed {
-        module: &'static str,
-        message: String,
-    },
+    Failed { module: &'static str, message: String },
 }
 
 /// Who an IQ is addressed to (RFC 6120 §10.3: an IQ to a bare JID, or with no
@@ -72,9 +65,7 @@ pub struct IqRequest {
 
 impl IqRequest {
     pub fn payload(&self) -> &Element {
-        self.stanza
-            .payload()
-            .expect("IQ requests have one payload (checked at parse)")
+        self.stanza.payload().expect("IQ requests have one payload (checked at parse)")
     }
 }
 
@@ -129,40 +120,18 @@ impl ModuleContext {
         self.registered.features.push((self.module, var));
     }
 
-    pub fn add_identity(
-        &mut self,
-        category: &'static str,
-        type_: &'static str,
-        name: Option<&'static str>,
-    ) {
-        self.registered.identities.push((
-            self.module,
-            Identity {
-                category,
-                type_,
-                name,
-            },
-        ));
+    pub fn add_identity(&mut self, category: &'static str, type_: &'static str, name: Option<&'static str>) {
+        self.registered.identities.push((self.module, Identity { category, type_, name }));
     }
 
     /// Handles IQs of `type_` (get or set) whose payload is in `namespace`.
-    pub fn handle_iq<F, Fut>(
-        &mut self,
-        target: IqTarget,
-        type_: IqType,
-        namespace: &'static str,
-        handler: F,
-    ) where
+    pub fn handle_iq<F, Fut>(&mut self, target: IqTarget, type_: IqType, namespace: &'static str, handler: F)
+    where
         F: Fn(IqRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = IqResult> + Send + 'static,
     {
         let handler: IqHandler = Arc::new(move |req| Box::pin(handler(req)));
-        let entry = IqEntry {
-            target,
-            type_,
-            module: self.module,
-            handler,
-        };
+        let entry = IqEntry { target, type_, module: self.module, handler };
         self.registered.iq.entry(namespace).or_default().push(entry);
     }
 
@@ -172,9 +141,7 @@ impl ModuleContext {
         Fut: Future<Output = HookResult> + Send + 'static,
     {
         let hook: StanzaHook = Arc::new(move |server, stanza| Box::pin(hook(server, stanza)));
-        self.registered
-            .hooks
-            .push((point, priority, self.module, hook));
+        self.registered.hooks.push((point, priority, self.module, hook));
     }
 }
 
@@ -188,10 +155,7 @@ pub struct ModuleRegistry {
 impl ModuleRegistry {
     /// Loads module `M` with its config section (absent = defaults).
     pub fn load<M: Module>(&self, config: Option<toml::Value>) -> Result<(), ModuleError> {
-        let config_error = |e: toml::de::Error| ModuleError::Config {
-            module: M::NAME.into(),
-            message: e.to_string(),
-        };
+        let config_error = |e: toml::de::Error| ModuleError::Config { module: M::NAME.into(), message: e.to_string() };
         let cfg: M::Config = match config {
             Some(v) => v.try_into().map_err(config_error)?,
             None => M::Config::default(),
@@ -200,25 +164,15 @@ impl ModuleRegistry {
         if loaded.iter().any(|(n, _)| *n == M::NAME) {
             return Err(ModuleError::AlreadyLoaded(M::NAME));
         }
-        let mut ctx = ModuleContext {
-            module: M::NAME,
-            registered: Registry::default(),
-        };
+        let mut ctx = ModuleContext { module: M::NAME, registered: Registry::default() };
         let instance = M::load(cfg, &mut ctx)?;
         let mut next = Registry::clone(&self.snapshot.load());
         let new = ctx.registered;
         for (namespace, entries) in new.iq {
             let existing = next.iq.entry(namespace).or_default();
             for entry in entries {
-                if let Some(owner) = existing
-                    .iter()
-                    .find(|e| e.target == entry.target && e.type_ == entry.type_)
-                {
-                    return Err(ModuleError::IqConflict {
-                        module: M::NAME,
-                        namespace,
-                        owner: owner.module,
-                    });
+                if let Some(owner) = existing.iter().find(|e| e.target == entry.target && e.type_ == entry.type_) {
+                    return Err(ModuleError::IqConflict { module: M::NAME, namespace, owner: owner.module });
                 }
                 existing.push(entry);
             }
@@ -253,58 +207,28 @@ impl ModuleRegistry {
     }
 
     pub fn loaded(&self) -> Vec<&'static str> {
-        self.loaded
-            .lock()
-            .expect("module registry lock")
-            .iter()
-            .map(|(n, _)| *n)
-            .collect()
+        self.loaded.lock().expect("module registry lock").iter().map(|(n, _)| *n).collect()
     }
 
     /// Disco features, sorted and deduplicated.
     pub fn features(&self) -> Vec<&'static str> {
-        let mut f: Vec<_> = self
-            .snapshot
-            .load()
-            .features
-            .iter()
-            .map(|(_, v)| *v)
-            .collect();
+        let mut f: Vec<_> = self.snapshot.load().features.iter().map(|(_, v)| *v).collect();
         f.sort_unstable();
         f.dedup();
         f
     }
 
     pub fn identities(&self) -> Vec<Identity> {
-        self.snapshot
-            .load()
-            .identities
-            .iter()
-            .map(|(_, i)| i.clone())
-            .collect()
+        self.snapshot.load().identities.iter().map(|(_, i)| i.clone()).collect()
     }
 
-    pub(crate) fn iq_handler(
-        &self,
-        target: IqTarget,
-        type_: IqType,
-        namespace: &str,
-    ) -> Option<IqHandler> {
+    pub(crate) fn iq_handler(&self, target: IqTarget, type_: IqType, namespace: &str) -> Option<IqHandler> {
         let snapshot = self.snapshot.load();
         let entries = snapshot.iq.get(namespace)?;
-        entries
-            .iter()
-            .find(|e| e.target == target && e.type_ == type_)
-            .map(|e| e.handler.clone())
+        entries.iter().find(|e| e.target == target && e.type_ == type_).map(|e| e.handler.clone())
     }
 
     pub(crate) fn hooks(&self, point: HookPoint) -> Vec<StanzaHook> {
-        self.snapshot
-            .load()
-            .hooks
-            .iter()
-            .filter(|(p, ..)| *p == point)
-            .map(|(.., h)| h.clone())
-            .collect()
+        self.snapshot.load().hooks.iter().filter(|(p, ..)| *p == point).map(|(.., h)| h.clone()).collect()
     }
 }

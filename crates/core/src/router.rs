@@ -70,11 +70,7 @@ impl Router {
         tx: mpsc::Sender<Outbound>,
         replace: bool,
     ) -> Result<(SessionHandle, Option<SessionHandle>), BindError> {
-        let handle = SessionHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            jid,
-            tx,
-        };
+        let handle = SessionHandle { id: self.next_id.fetch_add(1, Ordering::Relaxed), jid, tx };
         let mut resources = self.sessions.entry(handle.jid.to_bare()).or_default();
         let existing = resources.iter().position(|r| r.handle.jid == handle.jid);
         let replaced = match existing {
@@ -82,18 +78,12 @@ impl Router {
             Some(i) => Some(resources.swap_remove(i).handle),
             None => None,
         };
-        resources.push(Resource {
-            handle: handle.clone(),
-            available: false,
-            priority: 0,
-        });
+        resources.push(Resource { handle: handle.clone(), available: false, priority: 0 });
         Ok((handle, replaced))
     }
 
     pub fn is_bound(&self, jid: &FullJid) -> bool {
-        self.sessions
-            .get(&jid.to_bare())
-            .is_some_and(|rs| rs.iter().any(|r| &r.handle.jid == jid))
+        self.sessions.get(&jid.to_bare()).is_some_and(|rs| rs.iter().any(|r| &r.handle.jid == jid))
     }
 
     /// Removes the session (if it is still the one bound under its JID).
@@ -116,19 +106,14 @@ impl Router {
 
     pub fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
         let rs = self.sessions.get(&jid.to_bare())?;
-        rs.iter()
-            .find(|r| &r.handle.jid == jid)
-            .map(|r| r.handle.clone())
+        rs.iter().find(|r| &r.handle.jid == jid).map(|r| r.handle.clone())
     }
 
     /// Available resources of an account (RFC 6121 §4.2.2 broadcast targets).
     pub fn available(&self, bare: &BareJid) -> Vec<SessionHandle> {
-        self.sessions.get(bare).map_or_else(Vec::new, |rs| {
-            rs.iter()
-                .filter(|r| r.available)
-                .map(|r| r.handle.clone())
-                .collect()
-        })
+        self.sessions
+            .get(bare)
+            .map_or_else(Vec::new, |rs| rs.iter().filter(|r| r.available).map(|r| r.handle.clone()).collect())
     }
 
     /// Targets for a message to a bare JID (RFC 6121 §8.5.2.1.1): the available
@@ -137,31 +122,15 @@ impl Router {
         let Some(rs) = self.sessions.get(bare) else {
             return Vec::new();
         };
-        let Some(top) = rs
-            .iter()
-            .filter(|r| r.available && r.priority >= 0)
-            .map(|r| r.priority)
-            .max()
-        else {
+        let Some(top) = rs.iter().filter(|r| r.available && r.priority >= 0).map(|r| r.priority).max() else {
             return Vec::new();
         };
-        rs.iter()
-            .filter(|r| r.available && r.priority == top)
-            .map(|r| r.handle.clone())
-            .collect()
+        rs.iter().filter(|r| r.available && r.priority == top).map(|r| r.handle.clone()).collect()
     }
 
     /// Every bound session (for shutdown).
     pub fn all(&self) -> Vec<SessionHandle> {
-        self.sessions
-            .iter()
-            .flat_map(|e| {
-                e.value()
-                    .iter()
-                    .map(|r| r.handle.clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        self.sessions.iter().flat_map(|e| e.value().iter().map(|r| r.handle.clone()).collect::<Vec<_>>()).collect()
     }
 
     pub fn session_count(&self) -> usize {
@@ -185,10 +154,7 @@ mod tests {
         let (b, _) = router.bind(full("u@h/b"), tx.clone(), true).unwrap();
         let (c, _) = router.bind(full("u@h/c"), tx, true).unwrap();
         let bare = BareJid::new("u@h").unwrap();
-        assert!(
-            router.message_targets(&bare).is_empty(),
-            "no initial presence yet"
-        );
+        assert!(router.message_targets(&bare).is_empty(), "no initial presence yet");
         router.set_presence(&a, true, 5);
         router.set_presence(&b, true, 5);
         router.set_presence(&c, true, -1);
@@ -197,10 +163,7 @@ mod tests {
         assert!(ids.contains(&a.id) && ids.contains(&b.id));
         router.set_presence(&a, true, -3);
         router.set_presence(&b, true, -2);
-        assert!(
-            router.message_targets(&bare).is_empty(),
-            "negative priorities get no bare messages"
-        );
+        assert!(router.message_targets(&bare).is_empty(), "negative priorities get no bare messages");
     }
 
     #[test]
@@ -208,17 +171,11 @@ mod tests {
         let router = Router::default();
         let (tx, _rx) = mpsc::channel(4);
         let (first, _) = router.bind(full("u@h/r"), tx.clone(), true).unwrap();
-        assert_eq!(
-            router.bind(full("u@h/r"), tx.clone(), false).unwrap_err(),
-            BindError::Conflict
-        );
+        assert_eq!(router.bind(full("u@h/r"), tx.clone(), false).unwrap_err(), BindError::Conflict);
         let (second, replaced) = router.bind(full("u@h/r"), tx, true).unwrap();
         assert_eq!(replaced.unwrap().id, first.id);
         router.unbind(&first);
-        assert!(
-            router.is_bound(&second.jid),
-            "unbinding the replaced session keeps the new one"
-        );
+        assert!(router.is_bound(&second.jid), "unbinding the replaced session keeps the new one");
         router.unbind(&second);
         assert_eq!(router.session_count(), 0);
     }
@@ -229,9 +186,6 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let (h, _) = router.bind(full("u@h/r"), tx, true).unwrap();
         assert!(h.send(Outbound::Close("x")).is_ok());
-        assert_eq!(
-            h.send(Outbound::Close("x")).unwrap_err(),
-            DeliveryError::QueueFull
-        );
+        assert_eq!(h.send(Outbound::Close("x")).unwrap_err(), DeliveryError::QueueFull);
     }
 }

@@ -134,10 +134,7 @@ impl Server {
             Ok(()) => {}
             Err(DeliveryError::QueueFull) => {
                 tracing::debug!(to = ?stanza.to, "recipient queue full, bouncing");
-                self.bounce(
-                    stanza,
-                    StanzaError::resource_constraint().with_text("recipient is not reading"),
-                );
+                self.bounce(stanza, StanzaError::resource_constraint().with_text("recipient is not reading"));
             }
             Err(DeliveryError::Gone) => self.bounce(stanza, StanzaError::recipient_unavailable()),
         }
@@ -151,12 +148,7 @@ impl Server {
         let Some(handler) = self.modules.iq_handler(target, type_, &namespace) else {
             return self.bounce(&stanza, StanzaError::service_unavailable());
         };
-        let reply = match handler(IqRequest {
-            server: self.clone(),
-            stanza: stanza.clone(),
-        })
-        .await
-        {
+        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone() }).await {
             Ok(payload) => stanza.iq_result(payload),
             Err(err) => match stanza.error_reply(&err) {
                 Some(el) => el,

@@ -22,15 +22,10 @@ impl Module for Disco {
         ctx.add_feature(ns::DISCO_INFO);
         ctx.add_feature(ns::DISCO_ITEMS);
         ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_INFO, server_info);
-        ctx.handle_iq(
-            IqTarget::Host,
-            IqType::Get,
-            ns::DISCO_ITEMS,
-            |req| async move {
-                // No sub-services (MUC, upload…) exist yet; §4.2 allows an empty list.
-                Ok(Some(echo_node(&req, ns::DISCO_ITEMS)))
-            },
-        );
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_ITEMS, |req| async move {
+            // No sub-services (MUC, upload…) exist yet; §4.2 allows an empty list.
+            Ok(Some(echo_node(&req, ns::DISCO_ITEMS)))
+        });
         ctx.handle_iq(IqTarget::Account, IqType::Get, ns::DISCO_INFO, account_info);
         Ok(Disco)
     }
@@ -73,15 +68,7 @@ async fn account_info(req: IqRequest) -> IqResult {
         return Err(StanzaError::service_unavailable());
     }
     let mut query = echo_node(&req, ns::DISCO_INFO);
-    query.append_child(element(
-        "identity",
-        ns::DISCO_INFO,
-        &[("category", "account"), ("type", "registered")],
-    ));
-    query.append_child(element(
-        "feature",
-        ns::DISCO_INFO,
-        &[("var", ns::DISCO_INFO)],
-    ));
+    query.append_child(element("identity", ns::DISCO_INFO, &[("category", "account"), ("type", "registered")]));
+    query.append_child(element("feature", ns::DISCO_INFO, &[("var", ns::DISCO_INFO)]));
     Ok(Some(query))
 }

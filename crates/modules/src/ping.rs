@@ -18,9 +18,7 @@ impl Module for Ping {
     fn load(_: PingConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
         ctx.add_feature(ns::PING);
         // XEP-0199 §4.2 (client-to-server ping): an empty result.
-        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::PING, |_| async {
-            Ok(None)
-        });
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::PING, |_| async { Ok(None) });
         Ok(Ping)
     }
 }

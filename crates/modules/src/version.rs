@@ -28,24 +28,15 @@ impl Module for Version {
     fn load(config: VersionConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
         ctx.add_feature(ns::VERSION);
         let show_os = config.show_os;
-        ctx.handle_iq(
-            IqTarget::Host,
-            IqType::Get,
-            ns::VERSION,
-            move |_| async move {
-                let mut query = Element::bare("query", ns::VERSION);
-                query.append_child(text_element("name", ns::VERSION, "Starling"));
-                query.append_child(text_element(
-                    "version",
-                    ns::VERSION,
-                    env!("CARGO_PKG_VERSION"),
-                ));
-                if show_os {
-                    query.append_child(text_element("os", ns::VERSION, std::env::consts::OS));
-                }
-                Ok(Some(query))
-            },
-        );
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::VERSION, move |_| async move {
+            let mut query = Element::bare("query", ns::VERSION);
+            query.append_child(text_element("name", ns::VERSION, "Starling"));
+            query.append_child(text_element("version", ns::VERSION, env!("CARGO_PKG_VERSION")));
+            if show_os {
+                query.append_child(text_element("os", ns::VERSION, std::env::consts::OS));
+            }
+            Ok(Some(query))
+        });
         Ok(Version)
     }
 }

@@ -93,9 +93,7 @@ mod tests {
 
     #[test]
     fn error_element_has_type_condition_and_text() {
-        let el = StanzaError::service_unavailable()
-            .with_text("nope")
-            .to_element();
+        let el = StanzaError::service_unavailable().with_text("nope").to_element();
         assert_eq!(el.attr("type"), Some("cancel"));
         assert!(el.has_child("service-unavailable", ns::STANZAS));
         assert_eq!(el.get_child("text", ns::STANZAS).unwrap().text(), "nope");

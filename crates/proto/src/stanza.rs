@@ -80,9 +80,7 @@ impl Stanza {
             .ok_or_else(|| EnvelopeError::NotAStanza(format!("{{{}}}{}", el.ns(), el.name())))?;
         let parse_jid = |attr: &str| match el.attr(attr) {
             None => Ok(None),
-            Some(s) => Jid::new(s)
-                .map(Some)
-                .map_err(|e| StanzaError::jid_malformed().with_text(e.to_string())),
+            Some(s) => Jid::new(s).map(Some).map_err(|e| StanzaError::jid_malformed().with_text(e.to_string())),
         };
         let (to, from) = match (parse_jid("to"), parse_jid("from")) {
             (Ok(to), Ok(from)) => (to, from),
@@ -211,24 +209,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.kind, StanzaKind::Message);
-        assert_eq!(
-            s.to.as_ref().unwrap().as_str(),
-            "juliet@example.com/balcony"
-        );
+        assert_eq!(s.to.as_ref().unwrap().as_str(), "juliet@example.com/balcony");
         assert_eq!(s.id.as_deref(), Some("m1"));
         assert!(s.is_type("chat"));
     }
 
     #[test]
     fn rfc7622_invalid_address_is_jid_malformed() {
-        let err = Stanza::from_element(
-            parse("<message xmlns='jabber:client' to='@example.com'/>"),
-            ns::CLIENT,
-        )
-        .unwrap_err();
-        let EnvelopeError::Bad(e, _) = err else {
-            panic!()
-        };
+        let err =
+            Stanza::from_element(parse("<message xmlns='jabber:client' to='@example.com'/>"), ns::CLIENT).unwrap_err();
+        let EnvelopeError::Bad(e, _) = err else { panic!() };
         assert_eq!(e.condition, "jid-malformed");
     }
 
@@ -240,13 +230,7 @@ mod tests {
             "<iq xmlns='jabber:client' id='a' type='get'/>",
             "<iq xmlns='jabber:client' id='a' type='set'><a xmlns='x'/><b xmlns='y'/></iq>",
         ] {
-            assert!(
-                matches!(
-                    Stanza::from_element(parse(bad), ns::CLIENT),
-                    Err(EnvelopeError::Bad(..))
-                ),
-                "{bad}"
-            );
+            assert!(matches!(Stanza::from_element(parse(bad), ns::CLIENT), Err(EnvelopeError::Bad(..))), "{bad}");
         }
         let ok = "<iq xmlns='jabber:client' id='a' type='result'/>";
         assert!(Stanza::from_element(parse(ok), ns::CLIENT).is_ok());

@@ -10,8 +10,7 @@ fn ncname(name: &str) -> NcName {
 
 /// Sets (or replaces) an unnamespaced attribute.
 pub fn set_attr(el: &mut Element, name: &str, value: impl Into<String>) {
-    el.attrs_mut()
-        .insert(Namespace::NONE, ncname(name), value.into());
+    el.attrs_mut().insert(Namespace::NONE, ncname(name), value.into());
 }
 
 /// Removes an unnamespaced attribute.

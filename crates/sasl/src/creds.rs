@@ -12,8 +12,7 @@ use crate::{HashAlg, SaslError};
 // non-generic.
 fn hmac_with<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac =
-        <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
@@ -66,12 +65,7 @@ impl ScramCredentials {
 
     /// Derives credentials from a password. The password is SASLprep'ed
     /// first so that equivalent Unicode spellings authenticate alike.
-    pub fn derive(
-        hash: HashAlg,
-        password: &str,
-        salt: &[u8],
-        iterations: u32,
-    ) -> Result<Self, SaslError> {
+    pub fn derive(hash: HashAlg, password: &str, salt: &[u8], iterations: u32) -> Result<Self, SaslError> {
         if iterations == 0 {
             return Err(SaslError::InvalidIterations);
         }
@@ -79,13 +73,7 @@ impl ScramCredentials {
         let salted = hash.hi(prepped.as_bytes(), salt, iterations);
         let client_key = hash.hmac(&salted, b"Client Key");
         let server_key = hash.hmac(&salted, b"Server Key");
-        Ok(ScramCredentials {
-            hash,
-            salt: salt.to_vec(),
-            iterations,
-            stored_key: hash.digest(&client_key),
-            server_key,
-        })
+        Ok(ScramCredentials { hash, salt: salt.to_vec(), iterations, stored_key: hash.digest(&client_key), server_key })
     }
 
     /// Derives credentials with a fresh random 16-byte salt.
@@ -152,15 +140,9 @@ mod tests {
 
     #[test]
     fn derive_rejects_bad_input() {
-        assert_eq!(
-            ScramCredentials::derive(HashAlg::Sha1, "x", b"s", 0),
-            Err(SaslError::InvalidIterations)
-        );
+        assert_eq!(ScramCredentials::derive(HashAlg::Sha1, "x", b"s", 0), Err(SaslError::InvalidIterations));
         // Control characters are prohibited by SASLprep.
-        assert_eq!(
-            ScramCredentials::derive(HashAlg::Sha1, "a\u{7}b", b"s", 1),
-            Err(SaslError::InvalidPassword)
-        );
+        assert_eq!(ScramCredentials::derive(HashAlg::Sha1, "a\u{7}b", b"s", 1), Err(SaslError::InvalidPassword));
         let c = ScramCredentials::derive(HashAlg::Sha1, "x", b"s", 1).unwrap();
         assert!(!c.verify_password("a\u{7}b"));
     }

@@ -108,10 +108,7 @@ impl Mechanism {
 
     /// Whether this is a channel-binding (`-PLUS`) variant.
     pub fn is_plus(&self) -> bool {
-        matches!(
-            self,
-            Mechanism::ScramSha1Plus | Mechanism::ScramSha256Plus | Mechanism::ScramSha512Plus
-        )
+        matches!(self, Mechanism::ScramSha1Plus | Mechanism::ScramSha256Plus | Mechanism::ScramSha512Plus)
     }
 }
 
@@ -167,10 +164,7 @@ impl ChannelBindings {
 
     /// The binding data for `ty`, if the transport provided it.
     pub fn get(&self, ty: ChannelBindingType) -> Option<&[u8]> {
-        self.available
-            .iter()
-            .find(|(t, _)| *t == ty)
-            .map(|(_, d)| d.as_slice())
+        self.available.iter().find(|(t, _)| *t == ty).map(|(_, d)| d.as_slice())
     }
 }
 
@@ -243,11 +237,7 @@ pub enum Step {
     NeedPasswordCheck { username: String, password: String },
     /// Authentication succeeded; send `<success/>` with `additional_data`
     /// (SCRAM server-final `v=...`; empty for PLAIN).
-    Success {
-        username: String,
-        authzid: Option<String>,
-        additional_data: Vec<u8>,
-    },
+    Success { username: String, authzid: Option<String>, additional_data: Vec<u8> },
 }
 
 // Hand-written so a stray `{:?}` in a log line never leaks a PLAIN password.
@@ -255,20 +245,15 @@ impl fmt::Debug for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Challenge(d) => f.debug_tuple("Challenge").field(d).finish(),
-            Step::NeedCredentials { username } => f
-                .debug_struct("NeedCredentials")
-                .field("username", username)
-                .finish(),
+            Step::NeedCredentials { username } => {
+                f.debug_struct("NeedCredentials").field("username", username).finish()
+            }
             Step::NeedPasswordCheck { username, .. } => f
                 .debug_struct("NeedPasswordCheck")
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
-            Step::Success {
-                username,
-                authzid,
-                additional_data,
-            } => f
+            Step::Success { username, authzid, additional_data } => f
                 .debug_struct("Success")
                 .field("username", username)
                 .field("authzid", authzid)
@@ -318,12 +303,7 @@ impl ServerSession {
     /// while we offered PLUS must fail with NotAuthorized, RFC 5802 §6).
     pub fn new(mech: Mechanism, bindings: ChannelBindings, plus_offered: bool) -> Self {
         let inner = match mech.hash() {
-            Some(hash) => Inner::Scram(Box::new(scram::ScramServer::new(
-                hash,
-                mech.is_plus(),
-                bindings,
-                plus_offered,
-            ))),
+            Some(hash) => Inner::Scram(Box::new(scram::ScramServer::new(hash, mech.is_plus(), bindings, plus_offered))),
             None => Inner::Plain(plain::PlainServer::new()),
         };
         ServerSession { mech, inner }
@@ -391,9 +371,7 @@ impl ServerSession {
 
 impl fmt::Debug for ServerSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerSession")
-            .field("mech", &self.mech)
-            .finish_non_exhaustive()
+        f.debug_struct("ServerSession").field("mech", &self.mech).finish_non_exhaustive()
     }
 }
 

@@ -22,9 +22,7 @@ pub(crate) struct PlainServer {
 
 impl PlainServer {
     pub(crate) fn new() -> Self {
-        PlainServer {
-            state: State::Initial,
-        }
+        PlainServer { state: State::Initial }
     }
 
     pub(crate) fn step(&mut self, input: &[u8]) -> Result<Step, Failure> {
@@ -36,10 +34,7 @@ impl PlainServer {
             }
             State::Initial | State::SentEmptyChallenge => {
                 let (username, password, authzid) = parse(input)?;
-                self.state = State::AwaitingCheck {
-                    username: username.clone(),
-                    authzid,
-                };
+                self.state = State::AwaitingCheck { username: username.clone(), authzid };
                 Ok(Step::NeedPasswordCheck { username, password })
             }
             // The client has nothing more to say once it sent its message.
@@ -49,11 +44,9 @@ impl PlainServer {
 
     pub(crate) fn verified(&mut self, ok: bool) -> Result<Step, Failure> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingCheck { username, authzid } if ok => Ok(Step::Success {
-                username,
-                authzid,
-                additional_data: Vec::new(),
-            }),
+            State::AwaitingCheck { username, authzid } if ok => {
+                Ok(Step::Success { username, authzid, additional_data: Vec::new() })
+            }
             State::AwaitingCheck { .. } => Err(Failure::NotAuthorized),
             _ => Err(Failure::TemporaryAuthFailure),
         }
@@ -64,15 +57,11 @@ impl PlainServer {
 fn parse(input: &[u8]) -> Result<(String, String, Option<String>), Failure> {
     let text = std::str::from_utf8(input).map_err(|_| Failure::MalformedRequest)?;
     let mut parts = text.split('\0');
-    let (Some(authzid), Some(authcid), Some(passwd), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(authzid), Some(authcid), Some(passwd), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Failure::MalformedRequest);
     };
-    if [authzid, authcid, passwd]
-        .iter()
-        .any(|f| f.len() > MAX_FIELD)
-    {
+    if [authzid, authcid, passwd].iter().any(|f| f.len() > MAX_FIELD) {
         return Err(Failure::MalformedRequest);
     }
     if authcid.is_empty() {
@@ -83,9 +72,7 @@ fn parse(input: &[u8]) -> Result<(String, String, Option<String>), Failure> {
     if passwd.is_empty() {
         return Err(Failure::NotAuthorized);
     }
-    let username = stringprep::saslprep(authcid)
-        .map_err(|_| Failure::MalformedRequest)?
-        .into_owned();
+    let username = stringprep::saslprep(authcid).map_err(|_| Failure::MalformedRequest)?.into_owned();
     if username.is_empty() {
         return Err(Failure::MalformedRequest);
     }
@@ -107,18 +94,11 @@ mod tests {
         let mut p = PlainServer::new();
         assert_eq!(
             p.step(b"\0juliet\0r0m30myr0m30"),
-            Ok(Step::NeedPasswordCheck {
-                username: "juliet".into(),
-                password: "r0m30myr0m30".into()
-            })
+            Ok(Step::NeedPasswordCheck { username: "juliet".into(), password: "r0m30myr0m30".into() })
         );
         assert_eq!(
             p.verified(true),
-            Ok(Step::Success {
-                username: "juliet".into(),
-                authzid: None,
-                additional_data: vec![]
-            })
+            Ok(Step::Success { username: "juliet".into(), authzid: None, additional_data: vec![] })
         );
         // Nothing after success.
         assert_eq!(p.step(b"x"), Err(Failure::MalformedRequest));
@@ -154,10 +134,7 @@ mod tests {
         assert_eq!(p.step(b""), Err(Failure::MalformedRequest));
         let mut p = PlainServer::new();
         p.step(b"").unwrap();
-        assert!(matches!(
-            p.step(b"\0u\0p"),
-            Ok(Step::NeedPasswordCheck { .. })
-        ));
+        assert!(matches!(p.step(b"\0u\0p"), Ok(Step::NeedPasswordCheck { .. })));
     }
 
     #[test]
@@ -176,18 +153,9 @@ mod tests {
     fn too_long_fields() {
         let long = "a".repeat(256);
         let ok = "a".repeat(255);
-        assert_eq!(
-            run(format!("\0{long}\0pw").as_bytes()),
-            Err(Failure::MalformedRequest)
-        );
-        assert_eq!(
-            run(format!("\0u\0{long}").as_bytes()),
-            Err(Failure::MalformedRequest)
-        );
-        assert_eq!(
-            run(format!("{long}\0u\0pw").as_bytes()),
-            Err(Failure::MalformedRequest)
-        );
+        assert_eq!(run(format!("\0{long}\0pw").as_bytes()), Err(Failure::MalformedRequest));
+        assert_eq!(run(format!("\0u\0{long}").as_bytes()), Err(Failure::MalformedRequest));
+        assert_eq!(run(format!("{long}\0u\0pw").as_bytes()), Err(Failure::MalformedRequest));
         assert!(run(format!("{ok}\0{ok}\0{ok}").as_bytes()).is_ok());
     }
 
@@ -195,10 +163,7 @@ mod tests {
     fn authcid_is_saslprepped() {
         assert_eq!(
             run("\0a\u{a0}b\0pw".as_bytes()),
-            Ok(Step::NeedPasswordCheck {
-                username: "a b".into(),
-                password: "pw".into()
-            })
+            Ok(Step::NeedPasswordCheck { username: "a b".into(), password: "pw".into() })
         );
     }
 }

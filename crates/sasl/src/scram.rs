@@ -53,12 +53,7 @@ pub(crate) struct ScramServer {
 }
 
 impl ScramServer {
-    pub(crate) fn new(
-        hash: HashAlg,
-        plus: bool,
-        bindings: ChannelBindings,
-        plus_offered: bool,
-    ) -> Self {
+    pub(crate) fn new(hash: HashAlg, plus: bool, bindings: ChannelBindings, plus_offered: bool) -> Self {
         ScramServer {
             hash,
             plus,
@@ -94,13 +89,9 @@ impl ScramServer {
                 self.state = State::AwaitingCredentials(first);
                 Ok(Step::NeedCredentials { username })
             }
-            State::AwaitingFinal {
-                first,
-                server_first,
-                full_nonce,
-                creds,
-                real,
-            } => self.client_final(input, first, &server_first, &full_nonce, &creds, real),
+            State::AwaitingFinal { first, server_first, full_nonce, creds, real } => {
+                self.client_final(input, first, &server_first, &full_nonce, &creds, real)
+            }
             // The client can't legitimately speak while we wait on the caller
             // or after the outcome.
             State::AwaitingCredentials(_) | State::Done => Err(Failure::MalformedRequest),
@@ -108,16 +99,13 @@ impl ScramServer {
     }
 
     pub(crate) fn credentials(&mut self, creds: Option<ScramCredentials>) -> Result<Step, Failure> {
-        let State::AwaitingCredentials(first) = std::mem::replace(&mut self.state, State::Done)
-        else {
+        let State::AwaitingCredentials(first) = std::mem::replace(&mut self.state, State::Done) else {
             return Err(Failure::TemporaryAuthFailure);
         };
         let (creds, real) = match creds {
             // Wrong hash or corrupt row: a server-side problem, not the
             // client's fault.
-            Some(c) if c.hash != self.hash || !c.is_well_formed() => {
-                return Err(Failure::TemporaryAuthFailure)
-            }
+            Some(c) if c.hash != self.hash || !c.is_well_formed() => return Err(Failure::TemporaryAuthFailure),
             Some(c) => (c, true),
             None => (self.fake_credentials(&first.username), false),
         };
@@ -127,20 +115,9 @@ impl ScramServer {
             BASE64.encode(raw)
         });
         let full_nonce = format!("{}{}", first.nonce, suffix);
-        let server_first = format!(
-            "r={},s={},i={}",
-            full_nonce,
-            BASE64.encode(&creds.salt),
-            creds.iterations
-        );
+        let server_first = format!("r={},s={},i={}", full_nonce, BASE64.encode(&creds.salt), creds.iterations);
         let challenge = server_first.clone().into_bytes();
-        self.state = State::AwaitingFinal {
-            first,
-            server_first,
-            full_nonce,
-            creds,
-            real,
-        };
+        self.state = State::AwaitingFinal { first, server_first, full_nonce, creds, real };
         Ok(Step::Challenge(challenge))
     }
 
@@ -202,9 +179,7 @@ impl ScramServer {
         let authzid = if authz_part.is_empty() {
             None
         } else {
-            let v = authz_part
-                .strip_prefix("a=")
-                .ok_or(Failure::MalformedRequest)?;
+            let v = authz_part.strip_prefix("a=").ok_or(Failure::MalformedRequest)?;
             Some(unescape_saslname(v)?)
         };
 
@@ -213,20 +188,12 @@ impl ScramServer {
             return Err(Failure::MalformedRequest);
         }
         let mut attrs = bare.split(',');
-        let raw_user = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("n="))
-            .ok_or(Failure::MalformedRequest)?;
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(Failure::MalformedRequest)?;
+        let raw_user = attrs.next().and_then(|a| a.strip_prefix("n=")).ok_or(Failure::MalformedRequest)?;
+        let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(Failure::MalformedRequest)?;
         check_extensions(attrs)?;
 
         let unescaped = unescape_saslname(raw_user)?;
-        let username = stringprep::saslprep(&unescaped)
-            .map_err(|_| Failure::MalformedRequest)?
-            .into_owned();
+        let username = stringprep::saslprep(&unescaped).map_err(|_| Failure::MalformedRequest)?.into_owned();
         if username.is_empty() {
             return Err(Failure::MalformedRequest);
         }
@@ -256,27 +223,16 @@ impl ScramServer {
         let text = std::str::from_utf8(input).map_err(|_| Failure::MalformedRequest)?;
         // The proof is always the last attribute and is excluded from
         // AuthMessage, so split it off first.
-        let (without_proof, proof_b64) =
-            text.rsplit_once(",p=").ok_or(Failure::MalformedRequest)?;
+        let (without_proof, proof_b64) = text.rsplit_once(",p=").ok_or(Failure::MalformedRequest)?;
         if proof_b64.contains(',') {
             return Err(Failure::MalformedRequest);
         }
-        let proof = BASE64
-            .decode(proof_b64)
-            .map_err(|_| Failure::MalformedRequest)?;
+        let proof = BASE64.decode(proof_b64).map_err(|_| Failure::MalformedRequest)?;
         let mut attrs = without_proof.split(',');
-        let cbind_b64 = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("c="))
-            .ok_or(Failure::MalformedRequest)?;
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(Failure::MalformedRequest)?;
+        let cbind_b64 = attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(Failure::MalformedRequest)?;
+        let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(Failure::MalformedRequest)?;
         check_extensions(attrs)?;
-        let cbind = BASE64
-            .decode(cbind_b64)
-            .map_err(|_| Failure::MalformedRequest)?;
+        let cbind = BASE64.decode(cbind_b64).map_err(|_| Failure::MalformedRequest)?;
 
         // c= must be the gs2 header we saw plus, for p=, the binding data of
         // *our* end of the connection; a mismatch means a MITM.
@@ -294,11 +250,7 @@ impl ScramServer {
         if proof.len() != client_signature.len() {
             return Err(Failure::NotAuthorized);
         }
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(&client_signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
+        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
         let proof_ok = self.hash.digest(&client_key).ct_eq(&creds.stored_key);
         if !(bool::from(proof_ok) && real) {
             return Err(Failure::NotAuthorized);
@@ -307,11 +259,7 @@ impl ScramServer {
         let server_signature = self.hash.hmac(&creds.server_key, auth_message.as_bytes());
         let mut additional_data = b"v=".to_vec();
         additional_data.extend_from_slice(BASE64.encode(server_signature).as_bytes());
-        Ok(Step::Success {
-            username: first.username,
-            authzid: first.authzid,
-            additional_data,
-        })
+        Ok(Step::Success { username: first.username, authzid: first.authzid, additional_data })
     }
 }
 
@@ -353,9 +301,7 @@ fn is_printable(s: &str) -> bool {
 
 /// RFC 5802 `cb-name`: 1*(ALPHA / DIGIT / "." / "-").
 fn is_cb_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// Optional extensions are ignored, but must at least be `attr=value`.

@@ -106,11 +106,7 @@ impl TestClient {
         let sig = t_hmac(self.alg, &stored_key, auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
         let server_key = t_hmac(self.alg, &salted, b"Server Key");
-        self.expected_v = format!(
-            "v={}",
-            B64.encode(t_hmac(self.alg, &server_key, auth.as_bytes()))
-        )
-        .into_bytes();
+        self.expected_v = format!("v={}", B64.encode(t_hmac(self.alg, &server_key, auth.as_bytes()))).into_bytes();
         format!("{},p={}", without_proof, B64.encode(proof)).into_bytes()
     }
 }
@@ -122,9 +118,7 @@ fn creds(alg: HashAlg, pw: &str) -> ScramCredentials {
 }
 
 fn exporter(data: &[u8]) -> ChannelBindings {
-    ChannelBindings {
-        available: vec![(ChannelBindingType::TlsExporter, data.to_vec())],
-    }
+    ChannelBindings { available: vec![(ChannelBindingType::TlsExporter, data.to_vec())] }
 }
 
 fn challenge(step: Result<Step, Failure>) -> Vec<u8> {
@@ -151,11 +145,7 @@ fn exchange(
 
 fn assert_success(res: Result<Step, Failure>, client: &TestClient, user: &str) {
     match res {
-        Ok(Step::Success {
-            username,
-            authzid,
-            additional_data,
-        }) => {
+        Ok(Step::Success { username, authzid, additional_data }) => {
             assert_eq!(username, user);
             assert_eq!(authzid, None);
             assert_eq!(additional_data, client.expected_v);
@@ -172,20 +162,13 @@ fn rfc5802_sha1_vector() {
     let stored = ScramCredentials::derive(HashAlg::Sha1, "pencil", &salt, 4096).unwrap();
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false)
         .with_nonce_for_test("3rfcNHYJY1ZVvWVs7j");
-    assert_eq!(
-        s.step(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"),
-        Ok(Step::NeedCredentials {
-            username: "user".into()
-        })
-    );
+    assert_eq!(s.step(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"), Ok(Step::NeedCredentials { username: "user".into() }));
     assert_eq!(
         challenge(s.credentials(Some(stored))),
         b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
     );
     assert_eq!(
-        s.step(
-            b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
-        ),
+        s.step(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
         Ok(Step::Success {
             username: "user".into(),
             authzid: None,
@@ -201,12 +184,7 @@ fn rfc7677_sha256_vector() {
     let stored = ScramCredentials::derive(HashAlg::Sha256, "pencil", &salt, 4096).unwrap();
     let mut s = ServerSession::new(Mechanism::ScramSha256, ChannelBindings::none(), false)
         .with_nonce_for_test("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-    assert_eq!(
-        s.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
-        Ok(Step::NeedCredentials {
-            username: "user".into()
-        })
-    );
+    assert_eq!(s.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"), Ok(Step::NeedCredentials { username: "user".into() }));
     assert_eq!(
         challenge(s.credentials(Some(stored))),
         b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
@@ -227,11 +205,7 @@ fn rfc7677_sha256_vector() {
 fn sha512_round_trip() {
     let mut s = ServerSession::new(Mechanism::ScramSha512, ChannelBindings::none(), false);
     let mut c = TestClient::simple(HashAlg::Sha512, "romeo", "wherefore art thou");
-    let res = exchange(
-        &mut s,
-        &mut c,
-        Some(creds(HashAlg::Sha512, "wherefore art thou")),
-    );
+    let res = exchange(&mut s, &mut c, Some(creds(HashAlg::Sha512, "wherefore art thou")));
     assert_success(res, &c, "romeo");
 }
 
@@ -280,14 +254,7 @@ fn empty_initial_response_prompts_for_client_first() {
 #[test]
 fn tls_exporter_binding_success() {
     let mut s = ServerSession::new(Mechanism::ScramSha256Plus, exporter(b"\x01\x02\x03"), true);
-    let mut c = TestClient::new(
-        HashAlg::Sha256,
-        "u",
-        "pw",
-        "n0nce",
-        "p=tls-exporter,,",
-        b"\x01\x02\x03",
-    );
+    let mut c = TestClient::new(HashAlg::Sha256, "u", "pw", "n0nce", "p=tls-exporter,,", b"\x01\x02\x03");
     let res = exchange(&mut s, &mut c, Some(creds(HashAlg::Sha256, "pw")));
     assert_success(res, &c, "u");
 }
@@ -301,14 +268,7 @@ fn tls_server_end_point_binding_success() {
         ],
     };
     let mut s = ServerSession::new(Mechanism::ScramSha1Plus, bindings, true);
-    let mut c = TestClient::new(
-        HashAlg::Sha1,
-        "u",
-        "pw",
-        "n0nce",
-        "p=tls-server-end-point,,",
-        b"certhash",
-    );
+    let mut c = TestClient::new(HashAlg::Sha1, "u", "pw", "n0nce", "p=tls-server-end-point,,", b"certhash");
     let res = exchange(&mut s, &mut c, Some(creds(HashAlg::Sha1, "pw")));
     assert_success(res, &c, "u");
 }
@@ -316,14 +276,7 @@ fn tls_server_end_point_binding_success() {
 #[test]
 fn wrong_binding_data_not_authorized() {
     let mut s = ServerSession::new(Mechanism::ScramSha256Plus, exporter(b"server-side"), true);
-    let mut c = TestClient::new(
-        HashAlg::Sha256,
-        "u",
-        "pw",
-        "n0nce",
-        "p=tls-exporter,,",
-        b"mitm-side",
-    );
+    let mut c = TestClient::new(HashAlg::Sha256, "u", "pw", "n0nce", "p=tls-exporter,,", b"mitm-side");
     let res = exchange(&mut s, &mut c, Some(creds(HashAlg::Sha256, "pw")));
     assert_eq!(res, Err(Failure::NotAuthorized));
 }
@@ -331,22 +284,13 @@ fn wrong_binding_data_not_authorized() {
 #[test]
 fn binding_type_not_available_not_authorized() {
     let mut s = ServerSession::new(Mechanism::ScramSha256Plus, exporter(b"ekm"), true);
-    assert_eq!(
-        s.step(b"p=tls-server-end-point,,n=u,r=abc"),
-        Err(Failure::NotAuthorized)
-    );
+    assert_eq!(s.step(b"p=tls-server-end-point,,n=u,r=abc"), Err(Failure::NotAuthorized));
     // A type we don't implement at all.
     let mut s = ServerSession::new(Mechanism::ScramSha256Plus, exporter(b"ekm"), true);
-    assert_eq!(
-        s.step(b"p=tls-unique,,n=u,r=abc"),
-        Err(Failure::NotAuthorized)
-    );
+    assert_eq!(s.step(b"p=tls-unique,,n=u,r=abc"), Err(Failure::NotAuthorized));
     // No bindings at all (not on TLS).
     let mut s = ServerSession::new(Mechanism::ScramSha256Plus, ChannelBindings::none(), false);
-    assert_eq!(
-        s.step(b"p=tls-exporter,,n=u,r=abc"),
-        Err(Failure::NotAuthorized)
-    );
+    assert_eq!(s.step(b"p=tls-exporter,,n=u,r=abc"), Err(Failure::NotAuthorized));
 }
 
 #[test]
@@ -369,20 +313,14 @@ fn y_flag_without_plus_offered_ok() {
 fn plus_mechanism_without_p_flag_malformed() {
     for flag in ["n", "y"] {
         let mut s = ServerSession::new(Mechanism::ScramSha1Plus, exporter(b"ekm"), true);
-        assert_eq!(
-            s.step(format!("{flag},,n=u,r=abc").as_bytes()),
-            Err(Failure::MalformedRequest)
-        );
+        assert_eq!(s.step(format!("{flag},,n=u,r=abc").as_bytes()), Err(Failure::MalformedRequest));
     }
 }
 
 #[test]
 fn non_plus_mechanism_with_p_flag_malformed() {
     let mut s = ServerSession::new(Mechanism::ScramSha1, exporter(b"ekm"), true);
-    assert_eq!(
-        s.step(b"p=tls-exporter,,n=u,r=abc"),
-        Err(Failure::MalformedRequest)
-    );
+    assert_eq!(s.step(b"p=tls-exporter,,n=u,r=abc"), Err(Failure::MalformedRequest));
 }
 
 #[test]
@@ -412,12 +350,7 @@ fn wrong_password_not_authorized() {
 fn unknown_user_gets_challenge_then_not_authorized() {
     let mut s = ServerSession::new(Mechanism::ScramSha256, ChannelBindings::none(), false);
     let mut c = TestClient::simple(HashAlg::Sha256, "ghost", "pw");
-    assert_eq!(
-        s.step(&c.first()),
-        Ok(Step::NeedCredentials {
-            username: "ghost".into()
-        })
-    );
+    assert_eq!(s.step(&c.first()), Ok(Step::NeedCredentials { username: "ghost".into() }));
     let sf = challenge(s.credentials(None));
     let sf_str = String::from_utf8(sf.clone()).unwrap();
     assert!(sf_str.contains(",s="));
@@ -451,10 +384,7 @@ fn fake_salt_is_stable_per_user() {
 fn wrong_hash_credentials_temporary_failure() {
     let mut s = ServerSession::new(Mechanism::ScramSha256, ChannelBindings::none(), false);
     s.step(b"n,,n=u,r=abc").unwrap();
-    assert_eq!(
-        s.credentials(Some(creds(HashAlg::Sha1, "pw"))),
-        Err(Failure::TemporaryAuthFailure)
-    );
+    assert_eq!(s.credentials(Some(creds(HashAlg::Sha1, "pw"))), Err(Failure::TemporaryAuthFailure));
     assert_eq!(s.step(b"x"), Err(Failure::MalformedRequest));
 }
 
@@ -483,15 +413,11 @@ fn api_misuse_is_temporary_failure() {
 
 #[test]
 fn nonce_mismatch_not_authorized() {
-    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false)
-        .with_nonce_for_test("SERVER");
+    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false).with_nonce_for_test("SERVER");
     s.step(b"n,,n=u,r=abc").unwrap();
     challenge(s.credentials(Some(creds(HashAlg::Sha1, "pw"))));
     let p = B64.encode([0u8; 20]);
-    assert_eq!(
-        s.step(format!("c=biws,r=abcSERVEX,p={p}").as_bytes()),
-        Err(Failure::NotAuthorized)
-    );
+    assert_eq!(s.step(format!("c=biws,r=abcSERVEX,p={p}").as_bytes()), Err(Failure::NotAuthorized));
 }
 
 #[test]
@@ -510,50 +436,27 @@ fn input_after_success_malformed() {
 fn username_with_escapes() {
     let mut s = ServerSession::new(Mechanism::ScramSha256, ChannelBindings::none(), false);
     let mut c = TestClient::simple(HashAlg::Sha256, "us=2Cer=3Dx", "pw");
-    assert_eq!(
-        s.step(&c.first()),
-        Ok(Step::NeedCredentials {
-            username: "us,er=x".into()
-        })
-    );
+    assert_eq!(s.step(&c.first()), Ok(Step::NeedCredentials { username: "us,er=x".into() }));
     let sf = challenge(s.credentials(Some(creds(HashAlg::Sha256, "pw"))));
     let cf = c.final_msg(&sf);
     assert_success(s.step(&cf), &c, "us,er=x");
 
     let mut s = ServerSession::new(Mechanism::ScramSha256, ChannelBindings::none(), false);
-    assert_eq!(
-        s.step(b"n,,n=us=41er,r=abc"),
-        Err(Failure::MalformedRequest)
-    );
+    assert_eq!(s.step(b"n,,n=us=41er,r=abc"), Err(Failure::MalformedRequest));
 }
 
 #[test]
 fn username_is_saslprepped() {
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
-    assert_eq!(
-        s.step("n,,n=a\u{a0}b,r=abc".as_bytes()),
-        Ok(Step::NeedCredentials {
-            username: "a b".into()
-        })
-    );
+    assert_eq!(s.step("n,,n=a\u{a0}b,r=abc".as_bytes()), Ok(Step::NeedCredentials { username: "a b".into() }));
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
-    assert_eq!(
-        s.step("n,,n=a\u{7}b,r=abc".as_bytes()),
-        Err(Failure::MalformedRequest)
-    );
+    assert_eq!(s.step("n,,n=a\u{7}b,r=abc".as_bytes()), Err(Failure::MalformedRequest));
 }
 
 #[test]
 fn authzid_returned_unescaped() {
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
-    let mut c = TestClient::new(
-        HashAlg::Sha1,
-        "u",
-        "pw",
-        "abc",
-        "n,a=admin=2Cx@example.com,",
-        b"",
-    );
+    let mut c = TestClient::new(HashAlg::Sha1, "u", "pw", "abc", "n,a=admin=2Cx@example.com,", b"");
     let res = exchange(&mut s, &mut c, Some(creds(HashAlg::Sha1, "pw")));
     match res {
         Ok(Step::Success { authzid, .. }) => {
@@ -566,18 +469,12 @@ fn authzid_returned_unescaped() {
 #[test]
 fn non_utf8_malformed() {
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
-    assert_eq!(
-        s.step(b"n,,n=\xff\xfe,r=abc"),
-        Err(Failure::MalformedRequest)
-    );
+    assert_eq!(s.step(b"n,,n=\xff\xfe,r=abc"), Err(Failure::MalformedRequest));
 
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
     s.step(b"n,,n=u,r=abc").unwrap();
     challenge(s.credentials(Some(creds(HashAlg::Sha1, "pw"))));
-    assert_eq!(
-        s.step(b"c=biws,r=\xff,p=AAAA"),
-        Err(Failure::MalformedRequest)
-    );
+    assert_eq!(s.step(b"c=biws,r=\xff,p=AAAA"), Err(Failure::MalformedRequest));
 }
 
 #[test]
@@ -600,12 +497,7 @@ fn malformed_client_first() {
     ];
     for case in cases {
         let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
-        assert_eq!(
-            s.step(case),
-            Err(Failure::MalformedRequest),
-            "{}",
-            String::from_utf8_lossy(case)
-        );
+        assert_eq!(s.step(case), Err(Failure::MalformedRequest), "{}", String::from_utf8_lossy(case));
     }
     // Optional extensions are ignored.
     let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false);
@@ -624,20 +516,13 @@ fn malformed_client_final() {
         b"c=biws,r=abcS,p=AAAA,x=y",
     ];
     for case in cases {
-        let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false)
-            .with_nonce_for_test("S");
+        let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false).with_nonce_for_test("S");
         s.step(b"n,,n=u,r=abc").unwrap();
         challenge(s.credentials(Some(creds(HashAlg::Sha1, "pw"))));
-        assert_eq!(
-            s.step(case),
-            Err(Failure::MalformedRequest),
-            "{}",
-            String::from_utf8_lossy(case)
-        );
+        assert_eq!(s.step(case), Err(Failure::MalformedRequest), "{}", String::from_utf8_lossy(case));
     }
     // Proof of the wrong length is just a failed proof.
-    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false)
-        .with_nonce_for_test("S");
+    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false).with_nonce_for_test("S");
     s.step(b"n,,n=u,r=abc").unwrap();
     challenge(s.credentials(Some(creds(HashAlg::Sha1, "pw"))));
     assert_eq!(s.step(b"c=biws,r=abcS,p=AAAA"), Err(Failure::NotAuthorized));
@@ -649,36 +534,22 @@ fn malformed_client_final() {
 fn plain_via_session() {
     let stored = creds(HashAlg::Sha256, "secret");
     let mut s = ServerSession::new(Mechanism::Plain, ChannelBindings::none(), false);
-    let Ok(Step::NeedPasswordCheck { username, password }) = s.step(b"\0alice\0secret") else {
-        panic!()
-    };
+    let Ok(Step::NeedPasswordCheck { username, password }) = s.step(b"\0alice\0secret") else { panic!() };
     assert_eq!(username, "alice");
     let ok = stored.verify_password(&password);
     assert_eq!(
         s.plain_verified(ok),
-        Ok(Step::Success {
-            username: "alice".into(),
-            authzid: None,
-            additional_data: vec![]
-        })
+        Ok(Step::Success { username: "alice".into(), authzid: None, additional_data: vec![] })
     );
 
     let mut s = ServerSession::new(Mechanism::Plain, ChannelBindings::none(), false);
-    let Ok(Step::NeedPasswordCheck { password, .. }) = s.step(b"\0alice\0guess") else {
-        panic!()
-    };
-    assert_eq!(
-        s.plain_verified(stored.verify_password(&password)),
-        Err(Failure::NotAuthorized)
-    );
+    let Ok(Step::NeedPasswordCheck { password, .. }) = s.step(b"\0alice\0guess") else { panic!() };
+    assert_eq!(s.plain_verified(stored.verify_password(&password)), Err(Failure::NotAuthorized));
 }
 
 #[test]
 fn step_debug_redacts_password() {
-    let step = Step::NeedPasswordCheck {
-        username: "alice".into(),
-        password: "hunter2".into(),
-    };
+    let step = Step::NeedPasswordCheck { username: "alice".into(), password: "hunter2".into() };
     let dbg = format!("{step:?}");
     assert!(dbg.contains("alice"));
     assert!(!dbg.contains("hunter2"));
@@ -723,22 +594,13 @@ fn mechanism_names() {
     }
     assert_eq!(Mechanism::from_name("scram-sha-1"), None);
     assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
-    assert_eq!(
-        HashAlg::ALL.map(|h| h.name()),
-        ["SHA-512", "SHA-256", "SHA-1"]
-    );
-    for t in [
-        ChannelBindingType::TlsExporter,
-        ChannelBindingType::TlsServerEndPoint,
-    ] {
+    assert_eq!(HashAlg::ALL.map(|h| h.name()), ["SHA-512", "SHA-256", "SHA-1"]);
+    for t in [ChannelBindingType::TlsExporter, ChannelBindingType::TlsServerEndPoint] {
         assert_eq!(ChannelBindingType::from_name(t.name()), Some(t));
     }
     assert_eq!(ChannelBindingType::from_name("tls-unique"), None);
     assert_eq!(Failure::NotAuthorized.condition(), "not-authorized");
-    assert_eq!(
-        Failure::TemporaryAuthFailure.to_string(),
-        "temporary-auth-failure"
-    );
+    assert_eq!(Failure::TemporaryAuthFailure.to_string(), "temporary-auth-failure");
 }
 
 // ---- Interop with the xmpp-rs `sasl` client crate ----
@@ -762,54 +624,24 @@ mod interop {
         assert_eq!(client.name(), mech.name());
         let mut server = ServerSession::new(mech, bindings, mech.is_plus());
         let first = client.initial();
-        assert_eq!(
-            server.step(&first)?,
-            Step::NeedCredentials {
-                username: "juliet".into()
-            }
-        );
+        assert_eq!(server.step(&first)?, Step::NeedCredentials { username: "juliet".into() });
         let stored = ScramCredentials::generate(hash, stored_pw, ITER).unwrap();
-        let Step::Challenge(sf) = server.credentials(Some(stored))? else {
-            panic!("expected challenge")
-        };
+        let Step::Challenge(sf) = server.credentials(Some(stored))? else { panic!("expected challenge") };
         let cf = client.response(&sf).unwrap();
-        let Step::Success {
-            username,
-            additional_data,
-            ..
-        } = server.step(&cf)?
-        else {
-            panic!("expected success")
-        };
+        let Step::Success { username, additional_data, .. } = server.step(&cf)? else { panic!("expected success") };
         assert_eq!(username, "juliet");
-        client
-            .success(&additional_data)
-            .expect("client accepts server signature");
+        client.success(&additional_data).expect("client accepts server signature");
         Ok(())
     }
 
     #[test]
     fn sasl_crate_client_sha1() {
-        drive::<Sha1>(
-            Mechanism::ScramSha1,
-            ChannelBindings::none(),
-            ChannelBinding::None,
-            "pw",
-            "pw",
-        )
-        .unwrap();
+        drive::<Sha1>(Mechanism::ScramSha1, ChannelBindings::none(), ChannelBinding::None, "pw", "pw").unwrap();
     }
 
     #[test]
     fn sasl_crate_client_sha256() {
-        drive::<Sha256>(
-            Mechanism::ScramSha256,
-            ChannelBindings::none(),
-            ChannelBinding::None,
-            "pw",
-            "pw",
-        )
-        .unwrap();
+        drive::<Sha256>(Mechanism::ScramSha256, ChannelBindings::none(), ChannelBinding::None, "pw", "pw").unwrap();
     }
 
     #[test]
@@ -837,13 +669,7 @@ mod interop {
     #[test]
     fn sasl_crate_client_wrong_password() {
         assert_eq!(
-            drive::<Sha1>(
-                Mechanism::ScramSha1,
-                ChannelBindings::none(),
-                ChannelBinding::None,
-                "nope",
-                "pw",
-            ),
+            drive::<Sha1>(Mechanism::ScramSha1, ChannelBindings::none(), ChannelBinding::None, "nope", "pw",),
             Err(Failure::NotAuthorized)
         );
     }

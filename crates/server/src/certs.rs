@@ -15,10 +15,7 @@ pub fn tls_context(config: &Config) -> anyhow::Result<TlsContext> {
             Some(c) => (c.cert.clone(), c.key.clone()),
             None => {
                 let dir = config.server.data_dir.join("certs");
-                let paths = (
-                    dir.join(format!("{host}.crt")),
-                    dir.join(format!("{host}.key")),
-                );
+                let paths = (dir.join(format!("{host}.crt")), dir.join(format!("{host}.key")));
                 if !paths.0.exists() || !paths.1.exists() {
                     generate_self_signed(host, &paths.0, &paths.1)?;
                 }
@@ -37,11 +34,7 @@ fn load(host: &str, cert: &Path, key: &Path) -> anyhow::Result<HostCertificate> 
         .with_context(|| format!("tls.certificates.{host}.cert: parsing {}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("tls.certificates.{host}.key: reading {}", key.display()))?;
-    Ok(HostCertificate {
-        host: host.to_owned(),
-        chain,
-        key,
-    })
+    Ok(HostCertificate { host: host.to_owned(), chain, key })
 }
 
 fn generate_self_signed(host: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
@@ -57,12 +50,7 @@ fn generate_self_signed(host: &str, cert: &Path, key: &Path) -> anyhow::Result<(
 fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(data)?;
     Ok(())
 }

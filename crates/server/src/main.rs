@@ -48,9 +48,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -71,9 +69,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { pidfile } => serve(config, pidfile).await,
@@ -84,12 +80,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-        format!(
-            "creating data directory {}",
-            config.server.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("creating data directory {}", config.server.data_dir.display()))?;
     let url = config.database_url();
     SqlStore::open(&url, config.server.database_max_connections)
         .await
@@ -112,10 +104,7 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let tls = Arc::new(certs::tls_context(&config)?);
     let mut listeners = Vec::new();
-    for (addrs, direct_tls) in [
-        (&config.c2s.listen, false),
-        (&config.c2s.direct_tls_listen, true),
-    ] {
+    for (addrs, direct_tls) in [(&config.c2s.listen, false), (&config.c2s.direct_tls_listen, true)] {
         for addr in addrs {
             let listener = starling_c2s::Listener::bind(*addr, direct_tls)
                 .await

@@ -13,17 +13,11 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Create an account; the password is read from stdin when not given.
-    Add {
-        jid: String,
-        password: Option<String>,
-    },
+    Add { jid: String, password: Option<String> },
     /// Delete an account.
     Remove { jid: String },
     /// Change an account's password (from stdin when not given).
-    Passwd {
-        jid: String,
-        password: Option<String>,
-    },
+    Passwd { jid: String, password: Option<String> },
     /// List accounts of a host (all hosts when not given).
     List { host: Option<String> },
     /// Create accounts in bulk from a file of `jid password` lines ('-' = stdin).
@@ -33,9 +27,7 @@ pub enum UserCommand {
 /// An account address: `user@host` with `host` served by this server.
 fn account(config: &Config, jid: &str) -> anyhow::Result<(String, String)> {
     let jid = BareJid::new(jid).with_context(|| format!("{jid:?} is not a valid address"))?;
-    let node = jid
-        .node()
-        .with_context(|| format!("{jid} has no user part"))?;
+    let node = jid.node().with_context(|| format!("{jid} has no user part"))?;
     let host = jid.domain().as_str();
     if !config.is_local_host(host) {
         bail!("{host} is not in server.hosts");
@@ -74,10 +66,7 @@ async fn credentials(config: &Config, password: String) -> anyhow::Result<Vec<Sc
 pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     let store = crate::open_store(config).await?;
     match cmd {
-        UserCommand::Add {
-            jid,
-            password: given,
-        } => {
+        UserCommand::Add { jid, password: given } => {
             let (host, user) = account(config, &jid)?;
             let creds = credentials(config, password(given)?).await?;
             match store.create(&host, &user, &creds).await {
@@ -93,10 +82,7 @@ pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             }
             println!("removed {user}@{host}");
         }
-        UserCommand::Passwd {
-            jid,
-            password: given,
-        } => {
+        UserCommand::Passwd { jid, password: given } => {
             let (host, user) = account(config, &jid)?;
             let creds = credentials(config, password(given)?).await?;
             match store.set_credentials(&host, &user, &creds).await {
@@ -122,11 +108,7 @@ pub async fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import(
-    config: &Config,
-    store: &starling_storage::SqlStore,
-    file: PathBuf,
-) -> anyhow::Result<()> {
+async fn import(config: &Config, store: &starling_storage::SqlStore, file: PathBuf) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -157,9 +139,7 @@ async fn import(
             }
         })
         .buffer_unordered(parallel)
-        .try_fold((0usize, 0usize), |(c, e), (dc, de)| async move {
-            Ok((c + dc, e + de))
-        })
+        .try_fold((0usize, 0usize), |(c, e), (dc, de)| async move { Ok((c + dc, e + de)) })
         .await?;
     println!("imported {created} of {total} accounts ({existed} already existed)");
     Ok(())

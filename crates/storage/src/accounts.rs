@@ -11,18 +11,8 @@ pub trait AccountStore: Send + Sync {
     /// Creates an account with one credential per hash; `AlreadyExists` if taken.
     async fn create(&self, host: &str, username: &str, creds: &[ScramCredentials]) -> Result<()>;
     /// Replaces an account's credentials; `NotFound` if there is no such account.
-    async fn set_credentials(
-        &self,
-        host: &str,
-        username: &str,
-        creds: &[ScramCredentials],
-    ) -> Result<()>;
-    async fn credentials(
-        &self,
-        host: &str,
-        username: &str,
-        hash: HashAlg,
-    ) -> Result<Option<ScramCredentials>>;
+    async fn set_credentials(&self, host: &str, username: &str, creds: &[ScramCredentials]) -> Result<()>;
+    async fn credentials(&self, host: &str, username: &str, hash: HashAlg) -> Result<Option<ScramCredentials>>;
     async fn exists(&self, host: &str, username: &str) -> Result<bool>;
     /// Removes an account; false if there was none.
     async fn remove(&self, host: &str, username: &str) -> Result<bool>;
@@ -69,17 +59,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn create(&self, host: &str, username: &str, creds: &[ScramCredentials]) -> Result<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let mut tx = self.pool.begin().await?;
-        let inserted =
-            sqlx::query("INSERT INTO accounts (host, username, created_at) VALUES ($1, $2, $3)")
-                .bind(host)
-                .bind(username)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
+        let inserted = sqlx::query("INSERT INTO accounts (host, username, created_at) VALUES ($1, $2, $3)")
+            .bind(host)
+            .bind(username)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyExists),
             other => other?,
@@ -89,12 +76,7 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
-    async fn set_credentials(
-        &self,
-        host: &str,
-        username: &str,
-        creds: &[ScramCredentials],
-    ) -> Result<()> {
+    async fn set_credentials(&self, host: &str, username: &str, creds: &[ScramCredentials]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let found = sqlx::query("SELECT 1 FROM accounts WHERE host = $1 AND username = $2")
             .bind(host)
@@ -114,12 +96,7 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
-    async fn credentials(
-        &self,
-        host: &str,
-        username: &str,
-        hash: HashAlg,
-    ) -> Result<Option<ScramCredentials>> {
+    async fn credentials(&self, host: &str, username: &str, hash: HashAlg) -> Result<Option<ScramCredentials>> {
         let row = sqlx::query(
             "SELECT hash, salt, iterations, stored_key, server_key FROM scram_credentials \
              WHERE host = $1 AND username = $2 AND hash = $3",

@@ -47,9 +47,7 @@ impl SqlStore {
         if dialect == Dialect::Sqlite {
             // WAL lets readers proceed during writes; the mode is stored in
             // the file, so setting it once applies to every connection.
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
         let store = SqlStore { pool, dialect };
         store.migrate().await?;
@@ -58,16 +56,8 @@ impl SqlStore {
 
     async fn migrate(&self) -> Result<()> {
         match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
-            }
-            Dialect::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }

@@ -56,9 +56,7 @@ impl ServerCertVerifier for AcceptAny {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -92,9 +90,7 @@ impl XmlClient {
     pub async fn connect_direct_tls(port: u16, domain: &str) -> anyhow::Result<Self> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         let name = ServerName::try_from(domain.to_owned())?;
-        let tls = tls_connector(Some(b"xmpp-client"))
-            .connect(name, tcp)
-            .await?;
+        let tls = tls_connector(Some(b"xmpp-client")).connect(name, tcp).await?;
         Ok(XmlClient {
             io: Some(Box::new(tls)),
             tcp: None,
@@ -135,19 +131,10 @@ impl XmlClient {
             let mut buf = [0u8; 8192];
             let read = tokio::time::timeout_at(deadline, self.io().read(&mut buf)).await;
             match read {
-                Err(_) => bail!(
-                    "timed out waiting for {needle:?}; received: {:?}",
-                    self.received
-                ),
-                Ok(Ok(0)) => bail!(
-                    "connection closed waiting for {needle:?}; received: {:?}",
-                    self.received
-                ),
+                Err(_) => bail!("timed out waiting for {needle:?}; received: {:?}", self.received),
+                Ok(Ok(0)) => bail!("connection closed waiting for {needle:?}; received: {:?}", self.received),
                 Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Ok(Err(e)) => bail!(
-                    "read error waiting for {needle:?}: {e}; received: {:?}",
-                    self.received
-                ),
+                Ok(Err(e)) => bail!("read error waiting for {needle:?}: {e}; received: {:?}", self.received),
             }
         }
     }
@@ -193,8 +180,7 @@ impl XmlClient {
     /// STARTTLS (RFC 6120 §5) on a plain connection; returns the new features.
     pub async fn starttls(&mut self) -> anyhow::Result<String> {
         self.open().await?;
-        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            .await?;
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
         self.expect("<proceed").await?;
         self.received.clear();
         let tcp = self.tcp.take().context("already on TLS")?;
@@ -204,18 +190,9 @@ impl XmlClient {
     }
 
     /// SASL PLAIN, stream restart and resource binding; returns the full JID.
-    pub async fn login_plain(
-        &mut self,
-        user: &str,
-        password: &str,
-        resource: &str,
-    ) -> anyhow::Result<String> {
-        let creds =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        self.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
-        ))
-        .await?;
+    pub async fn login_plain(&mut self, user: &str, password: &str, resource: &str) -> anyhow::Result<String> {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
         self.expect("<success").await?;
         self.open().await?;
         self.send(&format!(

@@ -25,10 +25,7 @@ pub struct TestServerBuilder {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl TestServerBuilder {
@@ -56,14 +53,7 @@ impl TestServerBuilder {
             extra = self.extra_config,
         );
         std::fs::write(dir.path().join("starling.toml"), config)?;
-        let mut server = TestServer {
-            child: None,
-            dir,
-            binary: self.binary,
-            domain: self.domain,
-            port,
-            tls_port,
-        };
+        let mut server = TestServer { child: None, dir, binary: self.binary, domain: self.domain, port, tls_port };
         server.spawn()?;
         Ok(server)
     }
@@ -95,10 +85,7 @@ impl TestServer {
     /// Starts (or restarts) the server and waits until it listens.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(self.pidfile());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log"))?;
         let child = Command::new(&self.binary)
             .arg("--config")
             .arg(self.config_path())
@@ -131,16 +118,9 @@ impl TestServer {
 
     /// Runs `starling --config … ARGS` (the admin CLI) and returns stdout.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.binary)
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .output()?;
+        let out = Command::new(&self.binary).arg("--config").arg(self.config_path()).args(args).output()?;
         if !out.status.success() {
-            bail!(
-                "starling {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("starling {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -158,10 +138,7 @@ impl TestServer {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("not running")?;
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()?;
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -176,9 +153,7 @@ impl TestServer {
     }
 
     pub fn certificate(&self) -> PathBuf {
-        self.data_dir()
-            .join("certs")
-            .join(format!("{}.crt", self.domain))
+        self.data_dir().join("certs").join(format!("{}.crt", self.domain))
     }
 
     pub fn path(&self) -> &Path {

@@ -44,12 +44,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_stanza_bytes: 256 * 1024,
-            max_depth: 32,
-            max_attributes: 64,
-            max_header_bytes: 4096,
-        }
+        Self { max_stanza_bytes: 256 * 1024, max_depth: 32, max_attributes: 64, max_header_bytes: 4096 }
     }
 }
 
@@ -157,17 +152,11 @@ impl NsScopes {
         self.marks.push(self.undo.len());
     }
 
-    fn declare(
-        &mut self,
-        prefix: Option<NcName>,
-        ns: Namespace<'static>,
-    ) -> Result<(), StreamError> {
+    fn declare(&mut self, prefix: Option<NcName>, ns: Namespace<'static>) -> Result<(), StreamError> {
         let mark = self.marks.last().copied().unwrap_or(0);
         // Bounded by max_attributes, so the linear scan is cheap.
         if self.undo[mark..].contains(&prefix) {
-            return Err(StreamError::NotWellFormed(
-                "duplicate namespace declaration".into(),
-            ));
+            return Err(StreamError::NotWellFormed("duplicate namespace declaration".into()));
         }
         match &prefix {
             None => self.defaults.push(ns),
@@ -208,9 +197,7 @@ impl NsScopes {
                 .get(p)
                 .and_then(|stack| stack.last())
                 .cloned()
-                .ok_or_else(|| {
-                    StreamError::NotWellFormed(format!("undeclared namespace prefix {p:?}"))
-                }),
+                .ok_or_else(|| StreamError::NotWellFormed(format!("undeclared namespace prefix {p:?}"))),
         }
     }
 }
@@ -244,10 +231,7 @@ impl StreamParser {
     pub fn new(limits: Limits) -> Self {
         // Bound rxml's own buffering: no single name, attribute value or
         // text chunk may exceed a whole stanza. Comments stay rejected.
-        let opts = rxml::Options {
-            max_token_length: limits.max_stanza_bytes.max(1),
-            ..rxml::Options::default()
-        };
+        let opts = rxml::Options { max_token_length: limits.max_stanza_bytes.max(1), ..rxml::Options::default() };
         Self {
             xml: <RawParser as WithOptions>::with_options(opts),
             limits,
@@ -288,11 +272,7 @@ impl StreamParser {
     /// Like [`feed`](Self::feed) but appends events to `out`, so a caller
     /// can reuse one Vec. On error, `out` holds the events completed before
     /// the offending bytes.
-    pub fn feed_into(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<(), StreamError> {
+    pub fn feed_into(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), StreamError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
@@ -339,16 +319,8 @@ impl StreamParser {
     /// endless stanza or header is cut off while it is still arriving.
     fn check_size(&self) -> Result<(), StreamError> {
         let (used, limit, what) = match self.phase {
-            Phase::Header => (
-                self.header_bytes,
-                self.limits.max_header_bytes,
-                "stream header too long",
-            ),
-            Phase::Open if self.in_stanza => (
-                self.stanza_bytes,
-                self.limits.max_stanza_bytes,
-                "stanza too large",
-            ),
+            Phase::Header => (self.header_bytes, self.limits.max_header_bytes, "stream header too long"),
+            Phase::Open if self.in_stanza => (self.stanza_bytes, self.limits.max_stanza_bytes, "stanza too large"),
             // Between stanzas the buffered bytes are the start of the next
             // one (or whitespace, which rxml flushes in bounded chunks).
             Phase::Open => (0, self.limits.max_stanza_bytes, "stanza too large"),
@@ -371,12 +343,7 @@ impl StreamParser {
         self.check_size()
     }
 
-    fn handle(
-        &mut self,
-        ev: RawEvent,
-        len: usize,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<(), StreamError> {
+    fn handle(&mut self, ev: RawEvent, len: usize, out: &mut Vec<StreamEvent>) -> Result<(), StreamError> {
         match ev {
             RawEvent::XmlDeclaration(..) => self.add_bytes(len)?,
             RawEvent::ElementHeadOpen(_, name) => {
@@ -387,9 +354,7 @@ impl StreamParser {
                     }
                     // Checked before anything is built for this element.
                     if self.stack.len() >= self.limits.max_depth {
-                        return Err(StreamError::PolicyViolation(
-                            "stanza nested too deeply".into(),
-                        ));
+                        return Err(StreamError::PolicyViolation("stanza nested too deeply".into()));
                     }
                 }
                 self.add_bytes(len)?;
@@ -405,9 +370,7 @@ impl StreamParser {
                 }
                 match prefix {
                     None if local.as_str() == "xmlns" => self.ns.declare(None, ns_from(value))?,
-                    Some(p) if p.as_str() == "xmlns" => {
-                        self.ns.declare(Some(local), ns_from(value))?
-                    }
+                    Some(p) if p.as_str() == "xmlns" => self.ns.declare(Some(local), ns_from(value))?,
                     prefix => self.head_attrs.push(((prefix, local), value)),
                 }
             }
@@ -445,9 +408,7 @@ impl StreamParser {
                     // syntax error, hence invalid-xml (§4.9.3.13).
                     None if is_xml_whitespace(&text) => {}
                     None => {
-                        return Err(StreamError::InvalidXml(
-                            "character data directly under the stream root".into(),
-                        ))
+                        return Err(StreamError::InvalidXml("character data directly under the stream root".into()))
                     }
                 }
             }
@@ -458,10 +419,8 @@ impl StreamParser {
     /// The start tag is complete: resolve names and start the element (or
     /// open the stream for the root).
     fn finish_head(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), StreamError> {
-        let (prefix, local) = self
-            .head
-            .take()
-            .ok_or_else(|| StreamError::NotWellFormed("start tag without name".into()))?;
+        let (prefix, local) =
+            self.head.take().ok_or_else(|| StreamError::NotWellFormed("start tag without name".into()))?;
         let mut attrs = AttrMap::new();
         for ((aprefix, alocal), value) in self.head_attrs.drain(..) {
             // Unprefixed attributes are in no namespace, not the default.
@@ -470,9 +429,7 @@ impl StreamParser {
                 Some(p) => self.ns.resolve(Some(p))?,
             };
             match attrs.entry(ns, alocal) {
-                Entry::Occupied(_) => {
-                    return Err(StreamError::NotWellFormed("duplicate attribute".into()))
-                }
+                Entry::Occupied(_) => return Err(StreamError::NotWellFormed("duplicate attribute".into())),
                 Entry::Vacant(slot) => {
                     slot.insert(value);
                 }
@@ -504,10 +461,8 @@ impl StreamParser {
         if !prefixed {
             return Err(StreamError::BadNamespacePrefix);
         }
-        let mut header = StreamHeader {
-            content_ns: self.ns.resolve(None)?.as_str().to_owned(),
-            ..StreamHeader::default()
-        };
+        let mut header =
+            StreamHeader { content_ns: self.ns.resolve(None)?.as_str().to_owned(), ..StreamHeader::default() };
         for ((ans, name), value) in attrs {
             let slot = if ans.is_none() {
                 match name.as_str() {

@@ -1,8 +1,7 @@
 use super::*;
 
 fn set(el: &mut Element, name: &str, value: &str) {
-    el.attrs_mut()
-        .insert(Namespace::NONE, name.try_into().unwrap(), value.to_owned());
+    el.attrs_mut().insert(Namespace::NONE, name.try_into().unwrap(), value.to_owned());
 }
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='example.com' \
@@ -75,17 +74,12 @@ fn expected_client_events() -> Vec<StreamEvent> {
     let mut msg = Element::bare("message", "jabber:client");
     set(&mut msg, "to", "juliet@example.com");
     set(&mut msg, "type", "chat");
-    msg.attrs_mut()
-        .insert(Namespace::XML, "lang".try_into().unwrap(), "en".to_owned());
+    msg.attrs_mut().insert(Namespace::XML, "lang".try_into().unwrap(), "en".to_owned());
     let mut body = Element::bare("body", "jabber:client");
     body.append_text_node("Wherefore art thou, Romeo? & <3 ☺ ünïcødé 🎭");
     msg.append_child(body);
     let mut thing = Element::bare("thing", "urn:x");
-    thing.attrs_mut().insert(
-        Namespace::from("urn:x".to_owned()),
-        "attr".try_into().unwrap(),
-        "1".to_owned(),
-    );
+    thing.attrs_mut().insert(Namespace::from("urn:x".to_owned()), "attr".try_into().unwrap(), "1".to_owned());
     set(&mut thing, "plain", "2");
     thing.append_text_node("a<b>&c");
     let mut inner = Element::bare("inner", "urn:x");
@@ -150,13 +144,7 @@ fn events_arrive_as_soon_as_complete() {
     assert!(p.feed(b"<presence").unwrap().is_empty());
     assert!(p.feed(b"/").unwrap().is_empty());
     let ev = p.feed(b">").unwrap();
-    assert_eq!(
-        ev,
-        vec![StreamEvent::Stanza(Element::bare(
-            "presence",
-            "jabber:client"
-        ))]
-    );
+    assert_eq!(ev, vec![StreamEvent::Stanza(Element::bare("presence", "jabber:client"))]);
     // All consumed bytes are attributed to completed events.
     assert_eq!(p.unaccounted, 0);
 }
@@ -215,9 +203,7 @@ fn stream_prefix_elements_and_default_undeclaration() {
          <x xmlns=''/></stream:error>",
     );
     assert!(el.is("error", NS_STREAMS));
-    assert!(el
-        .get_child("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams")
-        .is_some());
+    assert!(el.get_child("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams").is_some());
     assert!(el.get_child("x", "").is_some());
 }
 
@@ -225,15 +211,7 @@ fn stream_prefix_elements_and_default_undeclaration() {
 fn whitespace_keepalives_are_ignored() {
     let mut p = StreamParser::new(Limits::default());
     let mut events = p.feed(HEADER.as_bytes()).unwrap();
-    for chunk in [
-        &b" "[..],
-        b"\n",
-        b"\r\n\t ",
-        b"<presence/>",
-        b"   ",
-        b" ",
-        b"<presence/>\n",
-    ] {
+    for chunk in [&b" "[..], b"\n", b"\r\n\t ", b"<presence/>", b"   ", b" ", b"<presence/>\n"] {
         events.extend(p.feed(chunk).unwrap());
     }
     let presence = StreamEvent::Stanza(Element::bare("presence", "jabber:client"));
@@ -256,23 +234,12 @@ fn text_under_root_is_invalid_xml() {
 #[test]
 fn restart_via_reset() {
     let mut p = StreamParser::new(Limits::default());
-    let ev = p
-        .feed(format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").as_bytes())
-        .unwrap();
+    let ev = p.feed(format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").as_bytes()).unwrap();
     assert_eq!(ev.len(), 2);
     p.reset();
     // A new header with XML declaration is accepted on the same parser.
-    let ev = p
-        .feed(format!("{HEADER}<presence/></stream:stream>").as_bytes())
-        .unwrap();
-    assert!(matches!(
-        &ev[..],
-        [
-            StreamEvent::Open(_),
-            StreamEvent::Stanza(_),
-            StreamEvent::Close
-        ]
-    ));
+    let ev = p.feed(format!("{HEADER}<presence/></stream:stream>").as_bytes()).unwrap();
+    assert!(matches!(&ev[..], [StreamEvent::Open(_), StreamEvent::Stanza(_), StreamEvent::Close]));
     // Reset also works mid-stanza and after errors.
     p.reset();
     p.feed(format!("{HEADER}<message><bo").as_bytes()).unwrap();
@@ -296,9 +263,7 @@ fn errors_are_sticky() {
 fn events_before_error_are_kept_by_feed_into() {
     let mut p = StreamParser::new(Limits::default());
     let mut out = Vec::new();
-    let e = p
-        .feed_into(format!("{HEADER}<presence/><a></b>").as_bytes(), &mut out)
-        .unwrap_err();
+    let e = p.feed_into(format!("{HEADER}<presence/><a></b>").as_bytes(), &mut out).unwrap_err();
     assert_eq!(e.condition(), "not-well-formed");
     assert_eq!(out.len(), 2);
 }
@@ -306,9 +271,7 @@ fn events_before_error_are_kept_by_feed_into() {
 #[test]
 fn bytes_after_close_are_ignored() {
     let mut p = StreamParser::new(Limits::default());
-    let ev = p
-        .feed(format!("{HEADER}</stream:stream><garbage & more").as_bytes())
-        .unwrap();
+    let ev = p.feed(format!("{HEADER}</stream:stream><garbage & more").as_bytes()).unwrap();
     assert_eq!(ev.last(), Some(&StreamEvent::Close));
     assert!(p.feed(b"\xff\xfe more garbage").unwrap().is_empty());
 }
@@ -360,11 +323,8 @@ fn bad_utf8_is_not_well_formed() {
     assert_eq!(err_of(&data).condition(), "not-well-formed");
     // Truncated multi-byte sequence followed by ASCII, fed in pieces.
     let mut p = StreamParser::new(Limits::default());
-    p.feed(format!("{HEADER}<message><body>").as_bytes())
-        .unwrap();
-    let r = p
-        .feed(b"\xe2\x82")
-        .and_then(|_| p.feed(b"x</body></message>"));
+    p.feed(format!("{HEADER}<message><body>").as_bytes()).unwrap();
+    let r = p.feed(b"\xe2\x82").and_then(|_| p.feed(b"x</body></message>"));
     assert_eq!(r.unwrap_err().condition(), "not-well-formed");
     // Bad UTF-8 in a name.
     let mut data = format!("{HEADER}<mess").into_bytes();
@@ -383,11 +343,11 @@ fn mismatched_end_tag_is_not_well_formed() {
 #[test]
 fn other_not_well_formed_cases() {
     for bad in [
-        "<message><x:y/></message>", // undeclared prefix
-        "<message p:a='1'/>",        // undeclared attribute prefix
-        "<message a='1' a='2'/>",    // duplicate attribute
+        "<message><x:y/></message>",                                  // undeclared prefix
+        "<message p:a='1'/>",                                         // undeclared attribute prefix
+        "<message a='1' a='2'/>",                                     // duplicate attribute
         "<message xmlns:a='urn:z' xmlns:b='urn:z' a:x='1' b:x='2'/>", // same after resolution
-        "<message xmlns='a' xmlns='b'/>", // duplicate default declaration
+        "<message xmlns='a' xmlns='b'/>",                             // duplicate default declaration
         "<message><body>a < b</body></message>",
         "<message to=unquoted/>",
         "<1message/>",
@@ -406,11 +366,7 @@ fn wrong_root_namespace_is_invalid_namespace() {
         "<stream:other xmlns:stream='http://etherx.jabber.org/streams'>",
         "<html>",
     ] {
-        assert_eq!(
-            err_of(bad.as_bytes()),
-            StreamError::InvalidNamespace,
-            "{bad}"
-        );
+        assert_eq!(err_of(bad.as_bytes()), StreamError::InvalidNamespace, "{bad}");
     }
 }
 
@@ -428,11 +384,8 @@ fn non_utf8_encoding_is_unsupported_encoding() {
     let e = err_of(b"<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>");
     assert_eq!(e, StreamError::UnsupportedEncoding);
     assert!(parse_all(
-        format!(
-            "<?xml version='1.0' encoding='UTF-8'?>{}",
-            HEADER.trim_start_matches("<?xml version='1.0'?>")
-        )
-        .as_bytes()
+        format!("<?xml version='1.0' encoding='UTF-8'?>{}", HEADER.trim_start_matches("<?xml version='1.0'?>"))
+            .as_bytes()
     )
     .is_ok());
 }
@@ -465,69 +418,46 @@ fn oversized_attribute_and_name_fail() {
     p.feed(HEADER.as_bytes()).unwrap();
     p.feed(b"<message to='").unwrap();
     let chunk = vec![b'a'; 4096];
-    let e = (0..100)
-        .find_map(|_| p.feed(&chunk).err())
-        .expect("attribute over the limit must fail");
+    let e = (0..100).find_map(|_| p.feed(&chunk).err()).expect("attribute over the limit must fail");
     assert_eq!(e.condition(), "policy-violation");
 
     let mut p = StreamParser::new(Limits::default());
     p.feed(HEADER.as_bytes()).unwrap();
     p.feed(b"<m").unwrap();
-    let e = (0..100)
-        .find_map(|_| p.feed(&chunk).err())
-        .expect("name over the limit must fail");
+    let e = (0..100).find_map(|_| p.feed(&chunk).err()).expect("name over the limit must fail");
     assert_eq!(e.condition(), "policy-violation");
 
     // Many small attributes in one start tag are cut off by count.
     let mut p = StreamParser::new(Limits::default());
     p.feed(HEADER.as_bytes()).unwrap();
     p.feed(b"<message").unwrap();
-    let e = (0..1000)
-        .find_map(|i| p.feed(format!(" a{i}='x'").as_bytes()).err())
-        .unwrap();
+    let e = (0..1000).find_map(|i| p.feed(format!(" a{i}='x'").as_bytes()).err()).unwrap();
     assert_eq!(e.condition(), "policy-violation");
 }
 
 #[test]
 fn stanza_limit_counts_wire_bytes() {
-    let limits = Limits {
-        max_stanza_bytes: 100,
-        ..Limits::default()
-    };
+    let limits = Limits { max_stanza_bytes: 100, ..Limits::default() };
     let frame = "<message><body></body></message>".len();
-    let ok = format!(
-        "<message><body>{}</body></message>",
-        "x".repeat(100 - frame)
-    );
+    let ok = format!("<message><body>{}</body></message>", "x".repeat(100 - frame));
     assert_eq!(ok.len(), 100);
     let mut p = StreamParser::new(limits.clone());
     let ev = p.feed(format!("{HEADER}{ok}{ok}").as_bytes()).unwrap();
     assert_eq!(ev.len(), 3);
-    let big = format!(
-        "<message><body>{}</body></message>",
-        "x".repeat(101 - frame)
-    );
-    let e = StreamParser::new(limits)
-        .feed(format!("{HEADER}{big}").as_bytes())
-        .unwrap_err();
+    let big = format!("<message><body>{}</body></message>", "x".repeat(101 - frame));
+    let e = StreamParser::new(limits).feed(format!("{HEADER}{big}").as_bytes()).unwrap_err();
     assert_eq!(e.condition(), "policy-violation");
 }
 
 #[test]
 fn header_limit() {
     let long_to = "a".repeat(5000);
-    let e =
-        err_of(format!("<stream:stream xmlns:stream='{NS_STREAMS}' to='{long_to}'>").as_bytes());
+    let e = err_of(format!("<stream:stream xmlns:stream='{NS_STREAMS}' to='{long_to}'>").as_bytes());
     assert_eq!(e.condition(), "policy-violation");
     // A header that never completes is cut off too.
     let mut p = StreamParser::new(Limits::default());
     p.feed(b"<stream:stream").unwrap();
-    let e = (0..100)
-        .find_map(|i| {
-            p.feed(format!(" a{i}='{}'", "x".repeat(50)).as_bytes())
-                .err()
-        })
-        .unwrap();
+    let e = (0..100).find_map(|i| p.feed(format!(" a{i}='{}'", "x".repeat(50)).as_bytes()).err()).unwrap();
     assert_eq!(e.condition(), "policy-violation");
 }
 
@@ -558,9 +488,7 @@ fn attribute_limit() {
     let e = err_of(format!("{HEADER}<message{}/>", attrs(65)).as_bytes());
     assert_eq!(e.condition(), "policy-violation");
     // Namespace declarations count as attributes.
-    let decls = (0..65)
-        .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
-        .collect::<String>();
+    let decls = (0..65).map(|i| format!(" xmlns:p{i}='urn:{i}'")).collect::<String>();
     let e = err_of(format!("{HEADER}<message{decls}/>").as_bytes());
     assert_eq!(e.condition(), "policy-violation");
 }
@@ -617,8 +545,7 @@ fn to_bytes_round_trip() {
 #[test]
 fn stream_header_round_trips_through_parser() {
     let from = "ex'am\"ple<&>.com";
-    let ev =
-        parse_all(stream_header("jabber:client", from, Some("u@h/r"), "i'd").as_bytes()).unwrap();
+    let ev = parse_all(stream_header("jabber:client", from, Some("u@h/r"), "i'd").as_bytes()).unwrap();
     assert_eq!(
         ev,
         vec![StreamEvent::Open(StreamHeader {
@@ -639,14 +566,8 @@ fn conditions() {
         (StreamError::RestrictedXml(String::new()), "restricted-xml"),
         (StreamError::InvalidNamespace, "invalid-namespace"),
         (StreamError::BadNamespacePrefix, "bad-namespace-prefix"),
-        (
-            StreamError::PolicyViolation(String::new()),
-            "policy-violation",
-        ),
-        (
-            StreamError::UnsupportedStanzaType,
-            "unsupported-stanza-type",
-        ),
+        (StreamError::PolicyViolation(String::new()), "policy-violation"),
+        (StreamError::UnsupportedStanzaType, "unsupported-stanza-type"),
         (StreamError::InvalidXml(String::new()), "invalid-xml"),
         (StreamError::UnsupportedEncoding, "unsupported-encoding"),
     ];
@@ -694,12 +615,7 @@ fn random_input_never_panics() {
         b"<!",
         b"\xf0\x9f",
     ];
-    let limits = Limits {
-        max_stanza_bytes: 512,
-        max_depth: 4,
-        max_attributes: 4,
-        max_header_bytes: 300,
-    };
+    let limits = Limits { max_stanza_bytes: 512, max_depth: 4, max_attributes: 4, max_header_bytes: 300 };
     for round in 0..20_000 {
         let data: Vec<u8> = match round % 3 {
             // Pure noise, biased towards XML-ish bytes.
@@ -731,11 +647,7 @@ fn random_input_never_panics() {
                 d
             }
         };
-        let l = if round % 2 == 0 {
-            limits.clone()
-        } else {
-            Limits::default()
-        };
+        let l = if round % 2 == 0 { limits.clone() } else { Limits::default() };
         let mut p = StreamParser::new(l);
         let mut rest = &data[..];
         let mut failed = None;

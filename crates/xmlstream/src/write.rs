@@ -180,9 +180,7 @@ fn escape_into(s: &str, attr: bool, out: &mut Vec<u8>) {
             // Other C0 controls are not XML 1.0 characters at all.
             0..=0x1f => ("\u{FFFD}".as_bytes(), 1),
             // U+FFFE and U+FFFF (EF BF BE / EF BF BF) are not XML chars.
-            0xef if bytes.get(i + 1) == Some(&0xbf)
-                && matches!(bytes.get(i + 2), Some(0xbe | 0xbf)) =>
-            {
+            0xef if bytes.get(i + 1) == Some(&0xbf) && matches!(bytes.get(i + 2), Some(0xbe | 0xbf)) => {
                 ("\u{FFFD}".as_bytes(), 3)
             }
             _ => {
@@ -203,16 +201,12 @@ mod tests {
     use super::*;
 
     fn set(el: &mut Element, name: &str, value: &str) {
-        el.attrs_mut()
-            .insert(Namespace::NONE, name.try_into().unwrap(), value.to_owned());
+        el.attrs_mut().insert(Namespace::NONE, name.try_into().unwrap(), value.to_owned());
     }
 
     #[test]
     fn escape_attr_escapes_markup_and_quotes() {
-        assert_eq!(
-            escape_attr(r#"a&b<c>d'e"f"#),
-            "a&amp;b&lt;c&gt;d&apos;e&quot;f"
-        );
+        assert_eq!(escape_attr(r#"a&b<c>d'e"f"#), "a&amp;b&lt;c&gt;d&apos;e&quot;f");
         assert_eq!(escape_attr("plain ünïcødé"), "plain ünïcødé");
         assert_eq!(escape_attr("\t\n\r"), "&#x9;&#xA;&#xD;");
         assert_eq!(escape_attr("a\u{0}b\u{FFFE}c"), "a\u{FFFD}b\u{FFFD}c");
@@ -278,36 +272,17 @@ mod tests {
     #[test]
     fn output_parses_back_with_minidom() {
         let mut el = Element::bare("message", "jabber:client");
-        el.attrs_mut().insert(
-            Namespace::from(rxml::XMLNS_XML),
-            "lang".try_into().unwrap(),
-            "en".into(),
-        );
-        el.attrs_mut().insert(
-            Namespace::from("urn:a".to_owned()),
-            "one".try_into().unwrap(),
-            "1".into(),
-        );
-        el.attrs_mut().insert(
-            Namespace::from("urn:b".to_owned()),
-            "two".try_into().unwrap(),
-            "2\t'\"".into(),
-        );
-        el.attrs_mut().insert(
-            Namespace::from("urn:a".to_owned()),
-            "three".try_into().unwrap(),
-            "3".into(),
-        );
+        el.attrs_mut().insert(Namespace::from(rxml::XMLNS_XML), "lang".try_into().unwrap(), "en".into());
+        el.attrs_mut().insert(Namespace::from("urn:a".to_owned()), "one".try_into().unwrap(), "1".into());
+        el.attrs_mut().insert(Namespace::from("urn:b".to_owned()), "two".try_into().unwrap(), "2\t'\"".into());
+        el.attrs_mut().insert(Namespace::from("urn:a".to_owned()), "three".try_into().unwrap(), "3".into());
         el.append_text_node("text\r\nwith ünïcødé & stuff");
         let bytes = to_bytes(&el);
         let parsed: Element = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
         assert_eq!(parsed, el);
 
         let mut f = Element::bare("error", NS_STREAMS);
-        f.append_child(Element::bare(
-            "not-well-formed",
-            "urn:ietf:params:xml:ns:xmpp-streams",
-        ));
+        f.append_child(Element::bare("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams"));
         let parsed: Element = std::str::from_utf8(&to_bytes(&f)).unwrap().parse().unwrap();
         assert_eq!(parsed, f);
     }

@@ -1,0 +1,256 @@
+"""Driver for the slixmpp interop scenarios: a real `starling serve` process per
+scenario (own temp dir, data dir and free ports), accounts made with the admin
+CLI, and slixmpp clients set up to talk to it.
+
+Used by the test_*.py files through the fixtures in conftest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import slixmpp
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "localhost"
+
+# Seconds one scenario step (a login, a stanza awaited) may take.
+STEP_TIMEOUT = float(os.environ.get("INTEROP_STEP_TIMEOUT", "15"))
+
+
+def starling_bin() -> Path:
+    """The server binary: $STARLING_BIN, else target/debug/starling."""
+    env = os.environ.get("STARLING_BIN")
+    path = Path(env) if env else REPO_ROOT / "target" / "debug" / "starling"
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `starling serve` child process with its own config and data."""
+
+    def __init__(self, domain: str = DOMAIN):
+        self.binary = starling_bin()
+        if not self.binary.is_file():
+            raise RuntimeError(
+                f"starling binary not found at {self.binary} "
+                "(build it with `cargo build --bin starling` or set STARLING_BIN)"
+            )
+        self.domain = domain
+        self.dir = Path(tempfile.mkdtemp(prefix="starling-interop-"))
+        self.port = free_port()
+        self.tls_port = free_port()
+        while self.tls_port == self.port:
+            self.tls_port = free_port()
+        self.config_path = self.dir / "starling.toml"
+        self.pidfile = self.dir / "starling.pid"
+        self.log_path = self.dir / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.config_path.write_text(
+            "[server]\n"
+            f'hosts = ["{domain}"]\n'
+            f'data_dir = "{self.dir / "data"}"\n'
+            "\n[c2s]\n"
+            f'listen = ["127.0.0.1:{self.port}"]\n'
+            f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
+            "require_encryption = true\n"
+        )
+
+    # -- process -------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "debug,sqlx=warn")
+        env.setdefault("NO_COLOR", "1")
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--config", str(self.config_path), "serve",
+             "--pidfile", str(self.pidfile)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.pidfile.exists():
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(f"starling exited with {rc} at start:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"starling did not start in {timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait, and return the exit code (kills it after `timeout`)."""
+        if self.proc is None:
+            raise RuntimeError("server not running")
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"starling did not exit {timeout}s after SIGTERM")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- admin CLI -----------------------------------------------------
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(self.binary), "--config", str(self.config_path), *args],
+            capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"starling {' '.join(args)} failed ({out.returncode}): {out.stderr}")
+        return out.stdout
+
+    def add_user(self, user: str, password: str) -> str:
+        jid = f"{user}@{self.domain}"
+        self.cli("user", "add", jid, password)
+        return jid
+
+    @property
+    def certificate(self) -> Path:
+        return self.dir / "data" / "certs" / f"{self.domain}.crt"
+
+
+# -- clients -------------------------------------------------------------
+
+
+class LoginFailed(Exception):
+    pass
+
+
+class Client(slixmpp.ClientXMPP):
+    """A slixmpp client pinned to one transport of the test server.
+
+    `direct_tls=False`: STARTTLS on the plain port (RFC 6120 §5);
+    `direct_tls=True`: TLS from the first byte on the direct TLS port (XEP-0368).
+    The server's self-signed certificate is trusted as the CA, so hostname
+    and chain are still verified.
+    """
+
+    def __init__(self, server: Server, jid: str, password: str, *,
+                 direct_tls: bool = False, mech: str | None = None,
+                 plugins: tuple[str, ...] = ()):
+        super().__init__(jid, password, sasl_mech=mech)
+        self.starling = server
+        self.direct_tls = direct_tls
+        self.enable_direct_tls = direct_tls
+        self.enable_starttls = not direct_tls
+        self.enable_plaintext = False
+        self.use_ipv6 = False
+        ctx = ssl.create_default_context(cafile=str(server.certificate))
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if direct_tls:
+            # XEP-0368 §3: direct TLS client connections use ALPN "xmpp-client".
+            ctx.set_alpn_protocols(["xmpp-client"])
+        self.ssl_context = ctx
+        for p in plugins:
+            self.register_plugin(p)
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("message", self._on_message)
+        self.auth_failures: list = []
+        self.add_event_handler("failed_auth", self.auth_failures.append)
+        self.stream_errors: list = []
+        self.add_event_handler("stream_error", self.stream_errors.append)
+        self.tls_version: str | None = None
+        self.alpn: str | None = None
+        self.add_event_handler("auth_success", self._on_auth_success)
+        self.mech_used: str | None = None
+
+    def _on_message(self, msg) -> None:
+        self.messages.put_nowait(msg)
+
+    def _on_auth_success(self, _stanza) -> None:
+        self.mech_used = self.plugin["feature_mechanisms"].mech.name
+        sock = self.socket
+        if isinstance(sock, (ssl.SSLSocket, ssl.SSLObject)):
+            self.tls_version = sock.version()
+            self.alpn = sock.selected_alpn_protocol()
+
+    async def login(self, timeout: float = STEP_TIMEOUT) -> None:
+        """Connect and wait for session_start; LoginFailed on auth failure."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def finish(kind):
+            def handler(data=None):
+                if not done.done():
+                    done.set_result((kind, data))
+            return handler
+
+        # slixmpp retries the next offered mechanism after each <failure/>
+        # (failed_auth); it gives up with failed_all_auth once none is left.
+        self.add_event_handler("session_start", finish("ok"), disposable=True)
+        self.add_event_handler("failed_all_auth", finish("failed_all_auth"), disposable=True)
+        self.add_event_handler("disconnected", finish("disconnected"), disposable=True)
+        self.add_event_handler("no_auth", finish("no_auth"), disposable=True)
+        self.add_event_handler("connection_failed", finish("connection_failed"), disposable=True)
+        self.add_event_handler("ssl_invalid_chain", finish("ssl_invalid_chain"), disposable=True)
+        port = self.starling.tls_port if self.direct_tls else self.starling.port
+        self.connect("127.0.0.1", port)
+        try:
+            kind, data = await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise LoginFailed(f"{self.boundjid}: no session_start within {timeout}s")
+        if kind != "ok":
+            await self.close()
+            raise LoginFailed(f"{self.boundjid}: {kind}: {data}")
+
+    async def next_message(self, timeout: float = STEP_TIMEOUT):
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def close(self) -> None:
+        """Close the stream (</stream:stream>) and wait for the server's close."""
+        if self.transport is None:
+            # Never connected or already gone: stop any reconnect attempts.
+            self.cancel_connection_attempt()
+            return
+        await asyncio.wait_for(self.disconnect(wait=5.0), 10)
+
+
+def run(coro, timeout: float = 60.0):
+    """Run one scenario coroutine on a fresh event loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def close_all(*clients: Client) -> None:
+    for c in clients:
+        await c.close()
