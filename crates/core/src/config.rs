@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -125,20 +125,6 @@ pub struct LogConfig {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            c2s: C2sConfig::default(),
-            limits: LimitsConfig::default(),
-            auth: AuthConfig::default(),
-            tls: TlsConfig::default(),
-            log: LogConfig::default(),
-            modules: BTreeMap::new(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -284,6 +270,16 @@ mod tests {
         assert_eq!(c.server.hosts, ["localhost"]);
         assert_eq!(c.limits.max_stanza_bytes, 262_144);
         assert!(c.c2s.require_encryption);
+    }
+
+    #[test]
+    fn example_config_is_valid_and_documents_the_defaults() {
+        let example = Config::parse(include_str!("../../../starling.example.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{:?}", example.limits), format!("{:?}", defaults.limits));
+        assert_eq!(format!("{:?}", example.auth), format!("{:?}", defaults.auth));
+        assert_eq!(format!("{:?}", example.c2s), format!("{:?}", defaults.c2s));
+        assert_eq!(example.server.modules, defaults.server.modules);
     }
 
     #[test]

@@ -232,3 +232,75 @@ impl ModuleRegistry {
         self.snapshot.load().hooks.iter().filter(|(p, ..)| *p == point).map(|(.., h)| h.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    struct Probe;
+
+    #[derive(Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ProbeConfig {
+        #[serde(default)]
+        feature: Option<String>,
+    }
+
+    impl Module for Probe {
+        const NAME: &'static str = "probe";
+        type Config = ProbeConfig;
+        fn load(config: ProbeConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
+            assert!(config.feature.is_none() || config.feature.as_deref() == Some("x"));
+            ctx.add_feature("urn:example:probe");
+            ctx.add_identity("client", "bot", None);
+            ctx.handle_iq(IqTarget::Host, IqType::Get, "urn:example:probe", |_| async { Ok(None) });
+            ctx.hook(HookPoint::MessageUndeliverable, 10, |_, _| async { HookResult::Handled });
+            Ok(Probe)
+        }
+    }
+
+    struct Rival;
+
+    impl Module for Rival {
+        const NAME: &'static str = "rival";
+        type Config = ProbeConfig;
+        fn load(_: ProbeConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
+            ctx.handle_iq(IqTarget::Host, IqType::Get, "urn:example:probe", |_| async { Ok(None) });
+            Ok(Rival)
+        }
+    }
+
+    #[test]
+    fn unload_removes_everything_the_module_registered() {
+        let registry = ModuleRegistry::default();
+        registry.load::<Probe>(None).unwrap();
+        assert_eq!(registry.features(), ["urn:example:probe"]);
+        assert_eq!(registry.identities().len(), 1);
+        assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_some());
+        assert!(registry.iq_handler(IqTarget::Host, IqType::Set, "urn:example:probe").is_none());
+        assert!(registry.iq_handler(IqTarget::Account, IqType::Get, "urn:example:probe").is_none());
+        assert_eq!(registry.hooks(HookPoint::MessageUndeliverable).len(), 1);
+        assert!(matches!(registry.load::<Probe>(None), Err(ModuleError::AlreadyLoaded(_))));
+
+        assert!(registry.unload("probe"));
+        assert!(registry.features().is_empty());
+        assert!(registry.identities().is_empty());
+        assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_none());
+        assert!(registry.hooks(HookPoint::MessageUndeliverable).is_empty());
+        assert!(registry.loaded().is_empty());
+        assert!(!registry.unload("probe"));
+    }
+
+    #[test]
+    fn conflicting_iq_handlers_and_bad_config_are_refused() {
+        let registry = ModuleRegistry::default();
+        registry.load::<Probe>(None).unwrap();
+        assert!(matches!(registry.load::<Rival>(None), Err(ModuleError::IqConflict { .. })));
+        assert_eq!(registry.loaded(), ["probe"], "a failed load registers nothing");
+        registry.unload("probe");
+        let bad: toml::Value = toml::from_str("unknown_key = 1").unwrap();
+        let err = registry.load::<Probe>(Some(bad)).unwrap_err().to_string();
+        assert!(err.contains("modules.probe") && err.contains("unknown_key"), "{err}");
+    }
+}

@@ -8,9 +8,6 @@ pub mod version;
 
 use starling_core::{Module, ModuleError, ModuleRegistry};
 
-/// Every module this build knows, by config name.
-pub const AVAILABLE: &[&str] = &[disco::Disco::NAME, ping::Ping::NAME, time::Time::NAME, version::Version::NAME];
-
 /// Loads the module called `name` with its `[modules.NAME]` section.
 pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) -> Result<(), ModuleError> {
     match name {

@@ -59,11 +59,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = load_config(cli.config.as_deref())?;
     if let Command::CheckConfig = cli.command {
+        // Loading the modules into a scratch registry checks their sections too.
+        let registry = starling_core::ModuleRegistry::default();
         for name in &config.server.modules {
-            anyhow::ensure!(
-                starling_modules::AVAILABLE.contains(&name.as_str()),
-                "server.modules: unknown module {name:?}"
-            );
+            starling_modules::load(&registry, name, config.modules.get(name).cloned())?;
         }
         println!("config OK");
         return Ok(());

@@ -118,15 +118,13 @@ where
 /// A failed login never yields an event (tokio-xmpp logs and reconnects with
 /// backoff), so a broken login shows up as the surrounding timeout.
 async fn online(client: &mut Client) -> anyhow::Result<FullJid> {
-    loop {
-        match client.next().await {
-            Some(Event::Online { bound_jid, .. }) => {
-                return Ok(bound_jid.try_into_full().map_err(|j| anyhow::anyhow!("bound JID {j} is not full"))?)
-            }
-            Some(Event::Disconnected(e)) => anyhow::bail!("disconnected before online: {e}"),
-            Some(Event::Stanza(s)) => anyhow::bail!("stanza before online: {s:?}"),
-            None => anyhow::bail!("client stream ended before online"),
+    match client.next().await {
+        Some(Event::Online { bound_jid, .. }) => {
+            bound_jid.try_into_full().map_err(|j| anyhow::anyhow!("bound JID {j} is not full"))
         }
+        Some(Event::Disconnected(e)) => anyhow::bail!("disconnected before online: {e}"),
+        Some(Event::Stanza(s)) => anyhow::bail!("stanza before online: {s:?}"),
+        None => anyhow::bail!("client stream ended before online"),
     }
 }
 
@@ -138,13 +136,11 @@ async fn login(server: &TestServer, user: &str) -> anyhow::Result<(Client, FullJ
 }
 
 async fn next_stanza(client: &mut Client) -> anyhow::Result<Stanza> {
-    loop {
-        match client.next().await {
-            Some(Event::Stanza(s)) => return Ok(s),
-            Some(Event::Online { .. }) => anyhow::bail!("unexpected reconnect"),
-            Some(Event::Disconnected(e)) => anyhow::bail!("disconnected: {e}"),
-            None => anyhow::bail!("client stream ended"),
-        }
+    match client.next().await {
+        Some(Event::Stanza(s)) => Ok(s),
+        Some(Event::Online { .. }) => anyhow::bail!("unexpected reconnect"),
+        Some(Event::Disconnected(e)) => anyhow::bail!("disconnected: {e}"),
+        None => anyhow::bail!("client stream ended"),
     }
 }
 
@@ -396,11 +392,9 @@ async fn message_round_trip_between_two_clients() {
 
         // Bob becomes available and sees his own presence come back.
         bob.send_stanza(Presence::available().into()).await?;
-        loop {
-            match next_stanza(&mut bob).await? {
-                Stanza::Presence(p) if p.from == Some(bob_jid.clone().into()) => break,
-                other => anyhow::bail!("bob expected his own presence, got {other:?}"),
-            }
+        match next_stanza(&mut bob).await? {
+            Stanza::Presence(p) if p.from == Some(bob_jid.clone().into()) => {}
+            other => anyhow::bail!("bob expected his own presence, got {other:?}"),
         }
 
         let hello =
