@@ -1,6 +1,7 @@
 //! The `<stream:features/>` a client sees at each stage of negotiation.
 
 use starling_core::config::Config;
+use starling_core::Server;
 use starling_proto::xml::{element, text_element};
 use starling_proto::{ns, Element};
 use starling_sasl::{ChannelBindings, Mechanism};
@@ -68,14 +69,18 @@ pub fn pre_auth(config: &Config, secure: bool, bindings: &ChannelBindings) -> El
     f
 }
 
-/// After SASL success: resource binding (RFC 6120 §7) and the legacy session
-/// establishment, announced as optional (RFC 6121 Appendix E).
-pub fn post_auth(config: &Config) -> Element {
+/// After SASL success: resource binding (RFC 6120 §7), the legacy session
+/// establishment announced as optional (RFC 6121 Appendix E), and what
+/// modules add (roster versioning, say).
+pub fn post_auth(server: &Server) -> Element {
     let mut f = features();
     f.append_child(Element::bare("bind", ns::BIND));
     let mut session = Element::bare("session", ns::SESSION);
     session.append_child(Element::bare("optional", ns::SESSION));
     f.append_child(session);
-    f.append_child(limits(config));
+    for feature in server.modules.stream_features() {
+        f.append_child(feature);
+    }
+    f.append_child(limits(&server.config));
     f
 }

@@ -11,6 +11,7 @@ use crate::tls::TlsContext;
 use crate::transport::Transport;
 use rand::Rng;
 use starling_core::config::ResourceConflict;
+use starling_core::module::HookPoint;
 use starling_core::{Outbound, Server, SessionHandle};
 use starling_proto::stanza::{error_reply_to_element, EnvelopeError};
 use starling_proto::xml::{set_attr, text_element};
@@ -256,7 +257,7 @@ impl Conn {
         };
         self.parser.reset();
         self.open_stream().await?;
-        let features = features::post_auth(&self.server.config);
+        let features = features::post_auth(&self.server);
         self.send(&features).await?;
         self.bind(&username).await
     }
@@ -415,7 +416,7 @@ impl Conn {
             return Ok(None);
         };
         let node = jid.node().expect("checked").as_str();
-        self.server.accounts.credentials(self.host(), node, hash).await.map_err(|e| {
+        self.server.store.credentials(self.host(), node, hash).await.map_err(|e| {
             tracing::error!(error = %e, "credential lookup failed");
             Failure::TemporaryAuthFailure
         })
@@ -606,8 +607,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Presence without `to`: the session's own availability, broadcast to
-    /// the account's available resources (RFC 6121 §4.2.2, §4.5.2).
+    /// Presence without `to`: the session's own availability. The router
+    /// records it first (so the sender's own resources, itself included, get
+    /// it back, RFC 6121 §4.2.2), then it is routed as a broadcast.
     async fn broadcast_presence(&mut self, bound: &mut Bound, stanza: Stanza) {
         let router = &self.server.router;
         match stanza.type_.as_deref() {
@@ -617,17 +619,17 @@ impl Conn {
                     .get_child("priority", ns::CLIENT)
                     .and_then(|p| p.text().trim().parse::<i8>().ok())
                     .unwrap_or(0);
-                router.set_presence(&bound.handle, true, priority);
+                let initial = !bound.available;
+                router.set_presence(&bound.handle, Some(stanza.el.clone()), priority);
                 bound.available = true;
-                for handle in router.available(&bound.bare) {
-                    let _ = handle.send(Outbound::Stanza(stanza.el.clone()));
+                self.server.route(stanza.clone()).await;
+                if initial {
+                    self.server.run_hooks(HookPoint::SessionAvailable, &stanza).await;
                 }
             }
             Some("unavailable") => {
-                for handle in router.available(&bound.bare) {
-                    let _ = handle.send(Outbound::Stanza(stanza.el.clone()));
-                }
-                router.set_presence(&bound.handle, false, 0);
+                self.server.route(stanza.clone()).await;
+                self.server.router.set_presence(&bound.handle, None, 0);
                 bound.available = false;
                 self.directed_unavailable(bound, &stanza.el).await;
             }
@@ -647,20 +649,18 @@ impl Conn {
         }
     }
 
-    /// The session ended: tell whoever saw it available (RFC 6121 §4.6.3).
+    /// The session ended (it already left the router): whoever saw it
+    /// available learns it is gone (RFC 6121 §4.6.3), then modules clean up.
     async fn went_offline(&self, bound: &mut Bound) {
-        if !bound.available && bound.directed.is_empty() {
-            return;
-        }
         let mut el = Element::bare("presence", ns::CLIENT);
         set_attr(&mut el, "type", "unavailable");
         set_attr(&mut el, "from", bound.handle.jid.as_str());
+        let Ok(unavailable) = Stanza::from_element(el, ns::CLIENT) else { return };
         if bound.available {
-            for handle in self.server.router.available(&bound.bare) {
-                let _ = handle.send(Outbound::Stanza(el.clone()));
-            }
+            self.server.route(unavailable.clone()).await;
         }
-        self.directed_unavailable(bound, &el).await;
+        self.directed_unavailable(bound, &unavailable.el).await;
+        self.server.run_hooks(HookPoint::SessionClosed, &unavailable).await;
     }
 }
 

@@ -10,7 +10,7 @@ use crate::Server;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use starling_proto::{Element, IqType, Stanza, StanzaError};
+use starling_proto::{Element, IqType, Stanza, StanzaError, StanzaKind};
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -76,9 +76,21 @@ type IqHandler = Arc<dyn Fn(IqRequest) -> BoxFuture<'static, IqResult> + Send + 
 /// Where a stanza hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HookPoint {
+    /// A stanza a local session sent (`from` stamped with its full JID),
+    /// before routing. Presence without `to` (a broadcast) comes here too,
+    /// before the core sends it to the account's own resources.
+    Outbound(StanzaKind),
+    /// A stanza for a local account (bare or full JID, or none for the
+    /// account itself), before it is delivered or handled.
+    Inbound(StanzaKind),
     /// A message for a local account that has no resource to take it
     /// (RFC 6121 §8.5.2.2): the place for offline storage.
     MessageUndeliverable,
+    /// A session sent initial presence; the stanza is that presence.
+    SessionAvailable,
+    /// A session ended; the stanza is its unavailable presence. Runs after
+    /// the session left the router.
+    SessionClosed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +118,22 @@ struct Registry {
     iq: HashMap<&'static str, Vec<IqEntry>>,
     /// Sorted by descending priority.
     hooks: Vec<(HookPoint, i32, &'static str, StanzaHook)>,
+    /// Extra `<stream:features/>` children after authentication.
+    stream_features: Vec<(&'static str, Element)>,
+    /// `hooks` grouped by point, built on (un)load so that running the
+    /// hooks of a stanza costs one map lookup and no allocation.
+    by_point: HashMap<HookPoint, Arc<[StanzaHook]>>,
+}
+
+impl Registry {
+    fn index_hooks(&mut self) {
+        self.hooks.sort_by_key(|(_, prio, _, _)| -prio);
+        let mut by_point: HashMap<HookPoint, Vec<StanzaHook>> = HashMap::new();
+        for (point, _, _, hook) in &self.hooks {
+            by_point.entry(*point).or_default().push(hook.clone());
+        }
+        self.by_point = by_point.into_iter().map(|(p, hooks)| (p, hooks.into())).collect();
+    }
 }
 
 /// What one module registers while it loads.
@@ -135,6 +163,13 @@ impl ModuleContext {
         self.registered.iq.entry(namespace).or_default().push(entry);
     }
 
+    /// Adds a child to the stream features offered after authentication
+    /// (XEP-0237's `<ver/>`, say).
+    pub fn add_stream_feature(&mut self, feature: Element) {
+        self.registered.stream_features.push((self.module, feature));
+    }
+
+    /// Runs `hook` at `point`; higher priorities run first.
     pub fn hook<F, Fut>(&mut self, point: HookPoint, priority: i32, hook: F)
     where
         F: Fn(Arc<Server>, Stanza) -> Fut + Send + Sync + 'static,
@@ -180,7 +215,8 @@ impl ModuleRegistry {
         next.features.extend(new.features);
         next.identities.extend(new.identities);
         next.hooks.extend(new.hooks);
-        next.hooks.sort_by_key(|(_, prio, _, _)| -prio);
+        next.stream_features.extend(new.stream_features);
+        next.index_hooks();
         self.snapshot.store(Arc::new(next));
         loaded.push((M::NAME, Box::new(instance)));
         tracing::debug!(module = M::NAME, "module loaded");
@@ -202,6 +238,8 @@ impl ModuleRegistry {
             !entries.is_empty()
         });
         next.hooks.retain(|(_, _, m, _)| *m != name);
+        next.stream_features.retain(|(m, _)| *m != name);
+        next.index_hooks();
         self.snapshot.store(Arc::new(next));
         true
     }
@@ -228,8 +266,12 @@ impl ModuleRegistry {
         entries.iter().find(|e| e.target == target && e.type_ == type_).map(|e| e.handler.clone())
     }
 
-    pub(crate) fn hooks(&self, point: HookPoint) -> Vec<StanzaHook> {
-        self.snapshot.load().hooks.iter().filter(|(p, ..)| *p == point).map(|(.., h)| h.clone()).collect()
+    pub(crate) fn hooks(&self, point: HookPoint) -> Option<Arc<[StanzaHook]>> {
+        self.snapshot.load().by_point.get(&point).cloned()
+    }
+
+    pub fn stream_features(&self) -> Vec<Element> {
+        self.snapshot.load().stream_features.iter().map(|(_, f)| f.clone()).collect()
     }
 }
 
@@ -280,14 +322,14 @@ mod tests {
         assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_some());
         assert!(registry.iq_handler(IqTarget::Host, IqType::Set, "urn:example:probe").is_none());
         assert!(registry.iq_handler(IqTarget::Account, IqType::Get, "urn:example:probe").is_none());
-        assert_eq!(registry.hooks(HookPoint::MessageUndeliverable).len(), 1);
+        assert_eq!(registry.hooks(HookPoint::MessageUndeliverable).map_or(0, |h| h.len()), 1);
         assert!(matches!(registry.load::<Probe>(None), Err(ModuleError::AlreadyLoaded(_))));
 
         assert!(registry.unload("probe"));
         assert!(registry.features().is_empty());
         assert!(registry.identities().is_empty());
         assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_none());
-        assert!(registry.hooks(HookPoint::MessageUndeliverable).is_empty());
+        assert!(registry.hooks(HookPoint::MessageUndeliverable).is_none());
         assert!(registry.loaded().is_empty());
         assert!(!registry.unload("probe"));
     }

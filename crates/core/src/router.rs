@@ -43,9 +43,19 @@ impl SessionHandle {
 #[derive(Debug)]
 struct Resource {
     handle: SessionHandle,
-    /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
-    available: bool,
+    /// The last available presence it broadcast (RFC 6121 §4.2), `None`
+    /// before initial presence and after unavailable.
+    presence: Option<Element>,
     priority: i8,
+    /// Per-session switches modules set (e.g. "roster": asked for the
+    /// roster, so gets pushes; "carbons": enabled XEP-0280).
+    flags: Vec<&'static str>,
+}
+
+impl Resource {
+    fn available(&self) -> bool {
+        self.presence.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +88,7 @@ impl Router {
             Some(i) => Some(resources.swap_remove(i).handle),
             None => None,
         };
-        resources.push(Resource { handle: handle.clone(), available: false, priority: 0 });
+        resources.push(Resource { handle: handle.clone(), presence: None, priority: 0, flags: Vec::new() });
         Ok((handle, replaced))
     }
 
@@ -95,13 +105,52 @@ impl Router {
         });
     }
 
-    pub fn set_presence(&self, handle: &SessionHandle, available: bool, priority: i8) {
+    /// Records a session's available presence (`None`: unavailable).
+    pub fn set_presence(&self, handle: &SessionHandle, presence: Option<Element>, priority: i8) {
         if let Some(mut rs) = self.sessions.get_mut(&handle.jid.to_bare()) {
             if let Some(r) = rs.iter_mut().find(|r| r.handle.id == handle.id) {
-                r.available = available;
+                r.presence = presence;
                 r.priority = priority;
             }
         }
+    }
+
+    /// The last presence of each available resource of an account (to
+    /// answer probes, RFC 6121 §4.3.2).
+    pub fn presences(&self, bare: &BareJid) -> Vec<(FullJid, Element)> {
+        self.sessions.get(bare).map_or_else(Vec::new, |rs| {
+            rs.iter().filter_map(|r| Some((r.handle.jid.clone(), r.presence.clone()?))).collect()
+        })
+    }
+
+    /// Turns a per-session flag on or off.
+    pub fn set_flag(&self, jid: &FullJid, flag: &'static str, on: bool) {
+        if let Some(mut rs) = self.sessions.get_mut(&jid.to_bare()) {
+            if let Some(r) = rs.iter_mut().find(|r| &r.handle.jid == jid) {
+                r.flags.retain(|f| *f != flag);
+                if on {
+                    r.flags.push(flag);
+                }
+            }
+        }
+    }
+
+    pub fn has_flag(&self, jid: &FullJid, flag: &str) -> bool {
+        self.sessions
+            .get(&jid.to_bare())
+            .is_some_and(|rs| rs.iter().any(|r| &r.handle.jid == jid && r.flags.contains(&flag)))
+    }
+
+    /// Sessions of an account with `flag` on.
+    pub fn with_flag(&self, bare: &BareJid, flag: &str) -> Vec<SessionHandle> {
+        self.sessions.get(bare).map_or_else(Vec::new, |rs| {
+            rs.iter().filter(|r| r.flags.contains(&flag)).map(|r| r.handle.clone()).collect()
+        })
+    }
+
+    /// Every bound session of an account, available or not.
+    pub fn resources(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.sessions.get(bare).map_or_else(Vec::new, |rs| rs.iter().map(|r| r.handle.clone()).collect())
     }
 
     pub fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
@@ -113,7 +162,7 @@ impl Router {
     pub fn available(&self, bare: &BareJid) -> Vec<SessionHandle> {
         self.sessions
             .get(bare)
-            .map_or_else(Vec::new, |rs| rs.iter().filter(|r| r.available).map(|r| r.handle.clone()).collect())
+            .map_or_else(Vec::new, |rs| rs.iter().filter(|r| r.available()).map(|r| r.handle.clone()).collect())
     }
 
     /// Targets for a message to a bare JID (RFC 6121 §8.5.2.1.1): the available
@@ -122,10 +171,10 @@ impl Router {
         let Some(rs) = self.sessions.get(bare) else {
             return Vec::new();
         };
-        let Some(top) = rs.iter().filter(|r| r.available && r.priority >= 0).map(|r| r.priority).max() else {
+        let Some(top) = rs.iter().filter(|r| r.available() && r.priority >= 0).map(|r| r.priority).max() else {
             return Vec::new();
         };
-        rs.iter().filter(|r| r.available && r.priority == top).map(|r| r.handle.clone()).collect()
+        rs.iter().filter(|r| r.available() && r.priority == top).map(|r| r.handle.clone()).collect()
     }
 
     /// Every bound session (for shutdown).
@@ -155,14 +204,15 @@ mod tests {
         let (c, _) = router.bind(full("u@h/c"), tx, true).unwrap();
         let bare = BareJid::new("u@h").unwrap();
         assert!(router.message_targets(&bare).is_empty(), "no initial presence yet");
-        router.set_presence(&a, true, 5);
-        router.set_presence(&b, true, 5);
-        router.set_presence(&c, true, -1);
+        let p = || Some(Element::bare("presence", "jabber:client"));
+        router.set_presence(&a, p(), 5);
+        router.set_presence(&b, p(), 5);
+        router.set_presence(&c, p(), -1);
         let ids: Vec<u64> = router.message_targets(&bare).iter().map(|h| h.id).collect();
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&a.id) && ids.contains(&b.id));
-        router.set_presence(&a, true, -3);
-        router.set_presence(&b, true, -2);
+        router.set_presence(&a, p(), -3);
+        router.set_presence(&b, p(), -2);
         assert!(router.message_targets(&bare).is_empty(), "negative priorities get no bare messages");
     }
 

@@ -5,25 +5,26 @@ use crate::config::Config;
 use crate::module::{HookPoint, HookResult, IqRequest, IqTarget, ModuleRegistry};
 use crate::router::{DeliveryError, Outbound, Router};
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
-use starling_storage::AccountStore;
+use starling_storage::Store;
 use std::sync::Arc;
 
 pub struct Server {
     pub config: Config,
     pub router: Router,
     pub modules: ModuleRegistry,
-    pub accounts: Arc<dyn AccountStore>,
+    /// Every kind of stored data (accounts, rosters, offline messages…).
+    pub store: Arc<dyn Store>,
     /// Set when shutdown starts; sessions watch it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
-    pub fn new(config: Config, accounts: Arc<dyn AccountStore>) -> Arc<Self> {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Server {
             config,
             router: Router::default(),
             modules: ModuleRegistry::default(),
-            accounts,
+            store,
             shutdown: tokio::sync::watch::channel(false).0,
         })
     }
@@ -32,10 +33,33 @@ impl Server {
         self.config.is_local_host(jid.domain().as_str())
     }
 
-    /// Routes a stanza sent by a local session; `from` is already stamped
-    /// with the session's full JID. Presence without `to` (broadcast) is the
-    /// session's business, not the router's.
-    pub async fn route(self: &Arc<Self>, mut stanza: Stanza) {
+    /// Runs the hooks at `point` in priority order until one handles the stanza.
+    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: &Stanza) -> HookResult {
+        if let Some(hooks) = self.modules.hooks(point) {
+            for hook in hooks.iter() {
+                if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
+                    return HookResult::Handled;
+                }
+            }
+        }
+        HookResult::Continue
+    }
+
+    /// Routes a stanza sent by a local session (`from` already stamped with
+    /// its full JID): the outbound hooks first, then delivery. Presence
+    /// without `to` is a broadcast: hooks send it to contacts, the core to
+    /// the account's own available resources.
+    pub async fn route(self: &Arc<Self>, stanza: Stanza) {
+        if self.run_hooks(HookPoint::Outbound(stanza.kind), &stanza).await == HookResult::Handled {
+            return;
+        }
+        self.deliver(stanza).await
+    }
+
+    /// Delivers a stanza to its `to` without the sender-side hooks: for
+    /// stanzas the server sends on an account's behalf (subscription
+    /// answers, probe replies) and for those already past `route`.
+    pub async fn deliver(self: &Arc<Self>, mut stanza: Stanza) {
         let to = match &stanza.to {
             Some(to) => to.clone(),
             // RFC 6120 §10.3: no `to` means the sender's own account.
@@ -51,6 +75,7 @@ impl Server {
         match (to.node().is_some(), to.resource().is_some()) {
             (false, false) => self.to_host(stanza).await,
             (false, true) => self.bounce(&stanza, StanzaError::service_unavailable()),
+            _ if self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled => {}
             (true, false) => {
                 if stanza.to.is_none() && stanza.kind == StanzaKind::Message {
                     stanza.set_to(to.clone());
@@ -88,22 +113,19 @@ impl Server {
         let targets = self.router.message_targets(bare);
         if let Some((last, rest)) = targets.split_last() {
             for handle in rest {
-                self.deliver(&stanza, handle.send(Outbound::Stanza(stanza.el.clone())));
+                self.check_delivery(&stanza, handle.send(Outbound::Stanza(stanza.el.clone())));
             }
             let result = last.send(Outbound::Stanza(stanza.el.clone()));
-            return self.deliver(&stanza, result);
+            return self.check_delivery(&stanza, result);
         }
         // RFC 6121 §8.5.2.2: no available resource.
         match stanza.type_.as_deref() {
             Some("error") | Some("headline") => {}
             Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
             _ => {
-                for hook in self.modules.hooks(HookPoint::MessageUndeliverable) {
-                    if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
-                        return;
-                    }
+                if self.run_hooks(HookPoint::MessageUndeliverable, &stanza).await == HookResult::Continue {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
                 }
-                self.bounce(&stanza, StanzaError::service_unavailable());
             }
         }
     }
@@ -111,7 +133,7 @@ impl Server {
     async fn to_full(self: &Arc<Self>, stanza: Stanza, full: FullJid) {
         if let Some(handle) = self.router.session(&full) {
             let result = handle.send(Outbound::Stanza(stanza.el.clone()));
-            return self.deliver(&stanza, result);
+            return self.check_delivery(&stanza, result);
         }
         // RFC 6121 §8.5.3.2: the resource is not connected.
         match stanza.kind {
@@ -129,7 +151,7 @@ impl Server {
         }
     }
 
-    fn deliver(&self, stanza: &Stanza, result: Result<(), DeliveryError>) {
+    fn check_delivery(&self, stanza: &Stanza, result: Result<(), DeliveryError>) {
         match result {
             Ok(()) => {}
             Err(DeliveryError::QueueFull) => {

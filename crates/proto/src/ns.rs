@@ -19,3 +19,12 @@ pub const PING: &str = "urn:xmpp:ping";
 pub const VERSION: &str = "jabber:iq:version";
 pub const TIME: &str = "urn:xmpp:time";
 pub const DELAY: &str = "urn:xmpp:delay";
+pub const ROSTER: &str = "jabber:iq:roster";
+/// XEP-0237: roster versioning stream feature.
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// RFC 6121 §3.4: subscription pre-approval stream feature.
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+/// XEP-0160: offline message storage (disco feature).
+pub const MSGOFFLINE: &str = "msgoffline";
+/// XEP-0334: message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";

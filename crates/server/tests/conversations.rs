@@ -206,12 +206,20 @@ async fn stanza_errors_and_routing() {
     assert!(out.contains("from='alice@localhost/home'") && out.contains("hello bob"), "{out}");
 
     // RFC 6121 §8.5.2.1.1: bare JID messages go to available resources only;
-    // with none available, RFC 6121 §8.5.2.2 (no offline storage yet): an error.
+    // with none available, RFC 6121 §8.5.2.2: kept offline (XEP-0160) and
+    // delivered with a delay stamp after initial presence.
     alice.send("<message to='bob@localhost' type='chat' id='m2'><body>where are you</body></message>").await.unwrap();
-    let out = alice.expect("</message>").await.unwrap();
-    assert!(out.contains("id='m2'") && out.contains("<service-unavailable "), "{out}");
+    // Alice's stanzas are handled in order: once the ping is answered, m2 is stored.
+    alice.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
+    alice.expect("id='sync'").await.unwrap();
     bob.send("<presence/>").await.unwrap();
     bob.expect("<presence").await.unwrap(); // RFC 6121 §4.2.2: own presence is reflected
+    let out = bob.expect("</message>").await.unwrap();
+    assert!(out.contains("where are you") && out.contains("urn:xmpp:delay"), "{out}");
+    // To an account that does not exist: service-unavailable.
+    alice.send("<message to='nobody@localhost' type='chat' id='m4'><body>hi</body></message>").await.unwrap();
+    let out = alice.expect("</message>").await.unwrap();
+    assert!(out.contains("id='m4'") && out.contains("<service-unavailable "), "{out}");
     alice.send("<message to='bob@localhost' type='chat' id='m3'><body>now?</body></message>").await.unwrap();
     let out = bob.expect("</message>").await.unwrap();
     assert!(out.contains("now?"), "{out}");

@@ -14,7 +14,9 @@ pub trait AccountStore: Send + Sync {
     async fn set_credentials(&self, host: &str, username: &str, creds: &[ScramCredentials]) -> Result<()>;
     async fn credentials(&self, host: &str, username: &str, hash: HashAlg) -> Result<Option<ScramCredentials>>;
     async fn exists(&self, host: &str, username: &str) -> Result<bool>;
-    /// Removes an account; false if there was none.
+    /// Removes an account and everything it owns in every store; other
+    /// accounts' subscriptions to it end (their items drop to `none`).
+    /// False if there was no such account.
     async fn remove(&self, host: &str, username: &str) -> Result<bool>;
     /// Usernames on `host`, sorted.
     async fn list(&self, host: &str) -> Result<Vec<String>>;
@@ -128,11 +130,43 @@ impl AccountStore for SqlStore {
 
     async fn remove(&self, host: &str, username: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM scram_credentials WHERE host = $1 AND username = $2")
-            .bind(host)
-            .bind(username)
+        for table in [
+            "scram_credentials",
+            "roster_items",
+            "roster_versions",
+            "subscription_requests",
+            "offline_messages",
+            "account_data",
+        ] {
+            // Table names are the literals above, not input.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE host = $1 AND username = $2")))
+                .bind(host)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Local contacts keep the item (it is theirs) without the subscription.
+        let jid = format!("{username}@{host}");
+        let owners = sqlx::query(
+            "SELECT host, username FROM roster_items WHERE contact = $1 AND (subscription <> 'none' OR ask <> 0)",
+        )
+        .bind(&jid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for owner in owners {
+            let (owner_host, owner_user): (String, String) = (owner.try_get(0)?, owner.try_get(1)?);
+            sqlx::query(
+                "UPDATE roster_items SET subscription = 'none', ask = 0, approved = 0 \
+                 WHERE host = $1 AND username = $2 AND contact = $3",
+            )
+            .bind(&owner_host)
+            .bind(&owner_user)
+            .bind(&jid)
             .execute(&mut *tx)
             .await?;
+            crate::roster::bump_version(&mut tx, &owner_host, &owner_user).await?;
+        }
+        sqlx::query("DELETE FROM subscription_requests WHERE contact = $1").bind(&jid).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM accounts WHERE host = $1 AND username = $2")
             .bind(host)
             .bind(username)

@@ -5,11 +5,22 @@
 //! standard types) and run through sqlx's `Any` driver; the schema differs
 //! per dialect only where the types do, so each has its own migrations.
 
+mod account_data;
 mod accounts;
+mod offline;
+mod roster;
 mod sql;
 
+pub use account_data::AccountDataStore;
 pub use accounts::AccountStore;
+pub use offline::{OfflineMessage, OfflineStore};
+pub use roster::{RosterItem, RosterStore, Subscription};
 pub use sql::{Dialect, SqlStore};
+
+/// Every kind of data the server keeps, as one object for the server to hold.
+pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore {}
+
+impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
