@@ -81,7 +81,9 @@ async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared)
             let io = if direct_tls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.direct.clone());
                 let handshake = Duration::from_secs(server.config.limits.handshake_timeout_secs);
-                match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                // Boxed so the handshake state is freed once done, not kept
+                // in every idle connection's task.
+                match tokio::time::timeout(handshake, Box::pin(acceptor.accept(tcp))).await {
                     Ok(Ok(stream)) => Transport::Tls(Box::new(stream)),
                     _ => return drop(permit),
                 }

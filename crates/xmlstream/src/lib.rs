@@ -227,11 +227,18 @@ pub struct StreamParser {
     unaccounted: usize,
 }
 
+/// Longest name or attribute value rxml buffers.
+const MAX_TOKEN_BYTES: usize = 4096;
+
 impl StreamParser {
     pub fn new(limits: Limits) -> Self {
-        // Bound rxml's own buffering: no single name, attribute value or
-        // text chunk may exceed a whole stanza. Comments stay rejected.
-        let opts = rxml::Options { max_token_length: limits.max_stanza_bytes.max(1), ..rxml::Options::default() };
+        // Bound rxml's own buffering. rxml reserves its whole token buffer
+        // up front for every parser, so a stanza-sized limit would cost each
+        // idle connection pages of it; text longer than the limit is
+        // delivered in chunks anyway, so it only caps names and attribute
+        // values (a full JID is at most 3071 bytes, RFC 7622 §3.1).
+        let max_token_length = limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES);
+        let opts = rxml::Options { max_token_length, ..rxml::Options::default() };
         Self {
             xml: <RawParser as WithOptions>::with_options(opts),
             limits,
@@ -501,7 +508,7 @@ fn map_rxml_error(e: rxml::Error) -> StreamError {
     use rxml::Error as E;
     match e {
         E::RestrictedXml("only utf-8 encoding is allowed") => StreamError::UnsupportedEncoding,
-        // rxml's token limit (set to max_stanza_bytes) and length overflow.
+        // rxml's token limit (MAX_TOKEN_BYTES) and length overflow.
         E::RestrictedXml("long name or reference") | E::RestrictedXml("event too long") => {
             StreamError::PolicyViolation("token too large".into())
         }

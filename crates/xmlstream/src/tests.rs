@@ -668,3 +668,15 @@ fn random_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn long_text_is_whole_but_long_attribute_values_are_refused() {
+    // Text beyond rxml's token buffer arrives in chunks and is joined.
+    let body = "x".repeat(100_000);
+    let el = stanza(&format!("<message><body>{body}</body></message>"));
+    assert_eq!(el.get_child("body", "jabber:client").unwrap().text(), body);
+    // A name or attribute value longer than any JID is a policy violation.
+    let attr = "a".repeat(5000);
+    let err = err_of(format!("{HEADER}<message to='{attr}'/>").as_bytes());
+    assert!(matches!(err, StreamError::PolicyViolation(_)), "{err:?}");
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the shared load harness (../shared/bench, see its README) against a
+# release build of Starling, the way the anchors were measured.
+#
+#   bench/starling.sh [PHASES]        default: "idle login login_tls chat_rate chat_max"
+#
+# Env: WORK (scratch dir, default /tmp/starling-bench): harness copy, data,
+#      results in $WORK/results/starling; REPEAT (1); N_IDLE etc. as run.sh;
+#      IDLE_TLS_N (19000): the idle_tls phase runs on a fresh process with
+#      this many connections, as the 12 KiB/connection target is stated.
+# Users user1..user20000 / benchpass on bench.local are imported once.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+shared="$root/../shared/bench"
+WORK="${WORK:-/tmp/starling-bench}"
+PHASES="${1:-idle login login_tls chat_rate chat_max}"
+mkdir -p "$WORK/data"
+# The shared tree is read-only: the harness runs from a copy.
+for f in run.sh summarize.py; do cp "$shared/$f" "$WORK/$f"; done
+if [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
+  rm -rf "$WORK/xmppload" && cp -r "$shared/xmppload" "$WORK/xmppload"
+  (cd "$WORK/xmppload" && cargo build --release -q)
+fi
+(cd "$root" && cargo build --release -q --bin starling)
+bin="$root/target/release/starling"
+config="$WORK/starling.toml"
+sed "s|/tmp/starling-bench/data|$WORK/data|" "$root/bench/starling.toml" > "$config"
+if [ ! -f "$WORK/data/starling.db" ]; then
+  python3 -c "import sys; sys.stdout.writelines(f'user{i}@bench.local benchpass\n' for i in range(1, 20001))" > "$WORK/users.txt"
+  "$bin" --config "$config" user import "$WORK/users.txt"
+fi
+ulimit -n "$(ulimit -Hn)"
+
+start() {
+  "$bin" --config "$config" serve --pidfile "$WORK/starling.pid" 2>> "$WORK/server.log" &
+  for _ in $(seq 100); do [ -f "$WORK/starling.pid" ] && return; sleep 0.1; done
+  echo "starling did not start; see $WORK/server.log" >&2; exit 1
+}
+stop() {
+  local pid; pid="$(cat "$WORK/starling.pid")"
+  kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+
+cd "$WORK"
+main_phases="$(echo "$PHASES" | sed 's/idle_tls//')"
+if [ -n "${main_phases// /}" ]; then
+  start
+  REPEAT="${REPEAT:-1}" PHASES="$main_phases" OUT=results/starling ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
+  stop
+fi
+case " $PHASES " in *" idle_tls "*)
+  start
+  REPEAT="${REPEAT:-1}" N_IDLE="${IDLE_TLS_N:-19000}" PHASES=idle_tls OUT=results/starling \
+    ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
+  stop ;;
+esac
+python3 summarize.py results/starling/results.jsonl
