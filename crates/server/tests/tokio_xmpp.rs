@@ -33,6 +33,7 @@ use tokio_xmpp::parsers::{
     ns,
     ping::Ping,
     presence::Presence,
+    roster::{Ask, Group, Item, Roster, Subscription},
     sasl::DefinedCondition,
     stanza::Stanza,
     stream_features::StreamFeatures,
@@ -449,6 +450,53 @@ async fn direct_tls_login() {
         let mechs = wait_for_mechanisms(&server, "bob@localhost", 1).await;
         assert_eq!(mechs, ["SCRAM-SHA-256-PLUS"], "mechanisms logged by the server");
         client.send_end().await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// RFC 6121 §2.2–§2.3 and XEP-0237 with tokio-xmpp's typed roster payloads:
+/// an empty versioned roster, a set answered after its push (§2.1.6), and
+/// the item in the next get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_set_push_and_get() {
+    let server = server();
+    run(&server, async {
+        let (mut alice, _) = login(&server, "alice").await?;
+        let get = Roster { ver: Some(String::new()), items: vec![] };
+        let IqResponse::Result(Some(el)) = alice.send_iq(None, IqRequest::Get(get.clone().into())).await.await? else {
+            anyhow::bail!("roster get without a roster");
+        };
+        let roster = Roster::try_from(el)?;
+        assert_eq!((roster.ver.as_deref(), roster.items.len()), (Some("0"), 0));
+
+        let bob = Item {
+            jid: bare("bob@localhost"),
+            name: Some("Bob".into()),
+            subscription: Subscription::None,
+            ask: Ask::None,
+            groups: vec![Group("Friends".into())],
+            approved: None,
+        };
+        let set = Roster { ver: None, items: vec![bob.clone()] };
+        let token = alice.send_iq(None, IqRequest::Set(set.into())).await;
+        match next_stanza(&mut alice).await? {
+            Stanza::Iq(Iq::Set { payload, .. }) => {
+                let push = Roster::try_from(payload)?;
+                assert_eq!(push.ver.as_deref(), Some("1"));
+                assert_eq!(push.items, [bob.clone()]);
+            }
+            other => anyhow::bail!("expected a roster push, got {other:?}"),
+        }
+        assert!(matches!(token.await?, IqResponse::Result(None)));
+
+        let IqResponse::Result(Some(el)) = alice.send_iq(None, IqRequest::Get(get.into())).await.await? else {
+            anyhow::bail!("roster get without a roster");
+        };
+        let roster = Roster::try_from(el)?;
+        assert_eq!(roster.ver.as_deref(), Some("1"));
+        assert_eq!(roster.items, [bob]);
+        alice.send_end().await?;
         Ok(())
     })
     .await;
