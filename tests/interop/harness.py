@@ -14,8 +14,10 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import slixmpp
@@ -36,6 +38,63 @@ def starling_bin() -> Path:
     return path
 
 
+DATABASE_URL_VAR = "STARLING_DATABASE_URL"
+
+
+def _psql(url: str, sql: str) -> None:
+    """Run one statement with psql (outside a transaction, as CREATE/DROP
+    DATABASE need)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        raise RuntimeError(f"{DATABASE_URL_VAR} is a PostgreSQL URL but psql is not installed "
+                           "(Debian: apt-get install postgresql-client)")
+    out = subprocess.run(
+        [psql, "--no-psqlrc", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} failed ({out.returncode}): {out.stderr.strip()}")
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its database (the path) replaced by `name`, query kept
+    (also for `postgres:///db?host=/socket/dir`, which urlunsplit mangles)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"database URL without scheme: {url!r}")
+    rest, qmark, query = rest.partition("?")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}{qmark}{query}"
+
+
+class FreshDatabase:
+    """A database of its own for one server, on the PostgreSQL server that
+    $STARLING_DATABASE_URL reaches (its role needs CREATEDB)."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self.name = f"starling_t_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+        self.url = with_database(admin_url, self.name)
+        _psql(admin_url, f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        # FORCE (PostgreSQL 13+) ends connections a killed server left.
+        _psql(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def server_env(database: FreshDatabase | None) -> dict:
+    """The environment for the server and its CLI: with a PostgreSQL
+    $STARLING_DATABASE_URL, the server's own database; otherwise no database
+    variable at all (SQLite in the server's data dir; a shared SQLite URL
+    would mix the scenarios' accounts)."""
+    env = dict(os.environ)
+    env.pop(DATABASE_URL_VAR, None)
+    if database is not None:
+        env[DATABASE_URL_VAR] = database.url
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +102,9 @@ def free_port() -> int:
 
 
 class Server:
-    """One `starling serve` child process with its own config and data."""
+    """One `starling serve` child process with its own config and data:
+    SQLite in its temp dir, or, when $STARLING_DATABASE_URL is a PostgreSQL
+    URL, a fresh database on that server, dropped by cleanup()."""
 
     def __init__(self, domain: str = DOMAIN):
         self.binary = starling_bin()
@@ -62,6 +123,15 @@ class Server:
         self.pidfile = self.dir / "starling.pid"
         self.log_path = self.dir / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.database: FreshDatabase | None = None
+        admin_url = os.environ.get(DATABASE_URL_VAR, "")
+        if admin_url.startswith(("postgres://", "postgresql://")):
+            try:
+                self.database = FreshDatabase(admin_url)
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+        self.env = server_env(self.database)
         self.config_path.write_text(
             "[server]\n"
             f'hosts = ["{domain}"]\n'
@@ -76,7 +146,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "ab")
-        env = dict(os.environ)
+        env = dict(self.env)
         env.setdefault("RUST_LOG", "debug,sqlx=warn")
         env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(
@@ -120,6 +190,12 @@ class Server:
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.database is not None:
+            database, self.database = self.database, None
+            try:
+                database.drop()
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                print(f"interop: could not drop test database {database.name}: {e}", file=sys.stderr)
 
     def log(self) -> str:
         try:
@@ -132,7 +208,7 @@ class Server:
     def cli(self, *args: str) -> str:
         out = subprocess.run(
             [str(self.binary), "--config", str(self.config_path), *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, env=self.env,
         )
         if out.returncode != 0:
             raise RuntimeError(f"starling {' '.join(args)} failed ({out.returncode}): {out.stderr}")

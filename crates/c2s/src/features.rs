@@ -1,6 +1,7 @@
 //! The `<stream:features/>` a client sees at each stage of negotiation.
 
 use starling_core::config::Config;
+use starling_core::module::StreamInfo;
 use starling_core::Server;
 use starling_proto::xml::{element, text_element};
 use starling_proto::{ns, Element};
@@ -37,8 +38,10 @@ fn limits(config: &Config) -> Element {
     limits
 }
 
-/// Before authentication.
-pub fn pre_auth(config: &Config, secure: bool, bindings: &ChannelBindings) -> Element {
+/// Before authentication; what modules offer (XEP-0077's `<register/>`)
+/// comes after SASL, and only once TLS is up when it is required.
+pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings) -> Element {
+    let (config, secure) = (&server.config, stream.secure);
     let mut f = features();
     let must_encrypt = !secure && config.c2s.require_encryption;
     if !secure {
@@ -64,6 +67,9 @@ pub fn pre_auth(config: &Config, secure: bool, bindings: &ChannelBindings) -> El
             cb.append_child(element("channel-binding", ns::SASL_CB, &[("type", kind.name())]));
         }
         f.append_child(cb);
+    }
+    for feature in server.modules.pre_auth_features(stream) {
+        f.append_child(feature);
     }
     f.append_child(limits(config));
     f

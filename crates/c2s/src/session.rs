@@ -11,7 +11,7 @@ use crate::tls::TlsContext;
 use crate::transport::Transport;
 use rand::Rng;
 use starling_core::config::ResourceConflict;
-use starling_core::module::HookPoint;
+use starling_core::module::{HookPoint, StreamInfo};
 use starling_core::{Outbound, Server, SessionHandle};
 use starling_proto::stanza::{error_reply_to_element, EnvelopeError};
 use starling_proto::xml::{set_attr, text_element};
@@ -46,6 +46,8 @@ impl End {
 type Flow<T> = Result<T, End>;
 
 const READ_BUFFER: usize = 4096;
+/// Write buffer capacity kept between flushes.
+const WRITE_BUFFER_KEEP: usize = 16 * 1024;
 /// Queued stanzas written per socket write when a burst arrives.
 const WRITE_BATCH: usize = 64;
 
@@ -113,7 +115,9 @@ impl Conn {
         let mut shutdown = self.server.shutdown.subscribe();
         let handshake = Duration::from_secs(self.server.config.limits.handshake_timeout_secs);
         let negotiated = tokio::select! {
-            r = tokio::time::timeout(handshake, self.negotiate()) => match r {
+            // Boxed: negotiation state (SASL, TLS handshake) is freed once
+            // bound instead of sizing every idle session's task.
+            r = tokio::time::timeout(handshake, Box::pin(self.negotiate())) => match r {
                 Ok(r) => r,
                 Err(_) => Err(End::error("connection-timeout")),
             },
@@ -168,6 +172,10 @@ impl Conn {
         if !self.write_buf.is_empty() {
             self.io.write_all(&self.write_buf).await.map_err(|_| End::Gone)?;
             self.write_buf.clear();
+            // A burst must not pin its buffer to an idle connection.
+            if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
+                self.write_buf = Vec::new();
+            }
         }
         self.io.flush().await.map_err(|_| End::Gone)
     }
@@ -248,7 +256,7 @@ impl Conn {
             self.open_stream().await?;
             let secure = self.io.is_tls();
             let bindings = self.io.tls().map(|c| self.tls.bindings(c)).unwrap_or_default();
-            let features = features::pre_auth(&self.server.config, secure, &bindings);
+            let features = features::pre_auth(&self.server, &self.stream_info(secure), &bindings);
             self.send(&features).await?;
             match self.authenticate(secure, &bindings).await? {
                 Some(username) => break username,
@@ -294,6 +302,15 @@ impl Conn {
                 self.send(&Element::bare("proceed", ns::TLS)).await?;
                 return Ok(None);
             }
+            // Pre-auth IQs (XEP-0077 registration) go to the modules'
+            // `IqTarget::Stream` handlers, but never before required TLS.
+            if el.is("iq", ns::CLIENT) && !must_encrypt {
+                if let Some(reply) = self.pre_auth_iq(el, secure).await {
+                    self.send(&reply).await?;
+                    continue;
+                }
+                return Err(End::error("not-authorized"));
+            }
             if !el.is("auth", ns::SASL) {
                 // RFC 6120 §4.9.3.12: nothing but negotiation before auth.
                 return Err(End::error("not-authorized"));
@@ -324,6 +341,19 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// This stream as pre-auth modules see it.
+    fn stream_info(&self, secure: bool) -> StreamInfo {
+        StreamInfo { peer: self.peer, host: self.host().to_owned(), secure }
+    }
+
+    /// An IQ before authentication: the reply of the module that handles it,
+    /// or `None` (no handler, or not a valid IQ to the server) for the
+    /// caller's not-authorized.
+    async fn pre_auth_iq(&self, el: Element, secure: bool) -> Option<Element> {
+        let stanza = Stanza::from_element(el, ns::CLIENT).ok()?;
+        self.server.handle_stream_iq(stanza, self.stream_info(secure)).await
     }
 
     /// One SASL exchange from `<auth/>` to success or failure.
@@ -492,11 +522,15 @@ impl Conn {
         let end = self.serve_loop(&mut bound, &mut rx, &mut shutdown).await.unwrap_err();
         self.server.router.unbind(&bound.handle);
         self.went_offline(&mut bound).await;
-        // Stanzas already queued for us cannot be written any more.
+        // Stanzas already queued for us cannot be written any more. Messages
+        // take the path of a message to a gone resource (RFC 6121 §8.5.3.2.1:
+        // another resource, else offline storage); IQs are answered.
         rx.close();
         while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
-            if let Ok(stanza) = Stanza::from_element(el, ns::CLIENT) {
-                self.server.bounce(&stanza, StanzaError::recipient_unavailable());
+            let Ok(stanza) = Stanza::from_element(*el, ns::CLIENT) else { continue };
+            match stanza.kind {
+                StanzaKind::Message => self.server.deliver(stanza).await,
+                _ => self.server.bounce(&stanza, StanzaError::recipient_unavailable()),
             }
         }
         end
@@ -614,6 +648,8 @@ impl Conn {
         let router = &self.server.router;
         match stanza.type_.as_deref() {
             None => {
+                // Module additions (XEP-0153's avatar hash) before it is recorded.
+                let stanza = self.server.decorate_presence(stanza).await;
                 let priority = stanza
                     .el
                     .get_child("priority", ns::CLIENT)
@@ -624,7 +660,7 @@ impl Conn {
                 bound.available = true;
                 self.server.route(stanza.clone()).await;
                 if initial {
-                    self.server.run_hooks(HookPoint::SessionAvailable, &stanza).await;
+                    self.server.run_hooks(HookPoint::SessionAvailable, &Arc::new(stanza)).await;
                 }
             }
             Some("unavailable") => {
@@ -660,7 +696,7 @@ impl Conn {
             self.server.route(unavailable.clone()).await;
         }
         self.directed_unavailable(bound, &unavailable.el).await;
-        self.server.run_hooks(HookPoint::SessionClosed, &unavailable).await;
+        self.server.run_hooks(HookPoint::SessionClosed, &Arc::new(unavailable)).await;
     }
 }
 

@@ -134,7 +134,24 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_max_connections: 8,
-            modules: ["disco", "ping", "version", "time", "roster", "offline"].map(String::from).to_vec(),
+            modules: [
+                "disco",
+                "ping",
+                "version",
+                "time",
+                "roster",
+                "offline",
+                "blocking",
+                "carbons",
+                "vcard",
+                "private",
+                "last",
+                "contact_addresses",
+                "caps",
+                "register",
+            ]
+            .map(String::from)
+            .to_vec(),
             shutdown_grace_secs: 5,
         }
     }

@@ -14,6 +14,7 @@ use starling_proto::{Element, IqType, Stanza, StanzaError, StanzaKind};
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 /// A feature module, in the spirit of Prosody's `mod_*.lua`, typed.
@@ -46,6 +47,22 @@ pub enum ModuleError {
 pub enum IqTarget {
     Host,
     Account,
+    /// An IQ on a client stream that has not authenticated yet (XEP-0077
+    /// registration): the sender has no address; [`IqRequest::stream`] says
+    /// which stream it came on, and the reply goes back on that stream.
+    Stream,
+}
+
+/// A client stream before authentication, as pre-auth IQ handlers and
+/// pre-auth stream features see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The client's address (for per-IP limits).
+    pub peer: SocketAddr,
+    /// The virtual host the stream is for (its header's `to`).
+    pub host: String,
+    /// TLS is established on the stream.
+    pub secure: bool,
 }
 
 /// One IQ handler registration; registrations are grouped by payload namespace.
@@ -61,6 +78,9 @@ struct IqEntry {
 pub struct IqRequest {
     pub server: Arc<Server>,
     pub stanza: Stanza,
+    /// The unauthenticated stream of an [`IqTarget::Stream`] request (whose
+    /// `stanza.from` is then `None`); `None` for every other request.
+    pub stream: Option<StreamInfo>,
 }
 
 impl IqRequest {
@@ -100,7 +120,24 @@ pub enum HookResult {
     Handled,
 }
 
-type StanzaHook = Arc<dyn Fn(Arc<Server>, Stanza) -> BoxFuture<'static, HookResult> + Send + Sync>;
+/// Hooks share the stanza (`Arc`) instead of each getting a deep copy: a
+/// message passes several hooks on its way (blocking, carbons…).
+type StanzaHook = Arc<dyn Fn(Arc<Server>, Arc<Stanza>) -> BoxFuture<'static, HookResult> + Send + Sync>;
+
+/// Computes a stream feature from the loaded modules when features are sent
+/// (for features that depend on what every module registered, like
+/// XEP-0115's verification string).
+type StreamFeatureFn = Arc<dyn Fn(&ModuleRegistry) -> Option<Element> + Send + Sync>;
+
+/// Returns a child to add to a session's available presence broadcast
+/// before it is recorded and routed (XEP-0153's avatar hash, say). It sees
+/// a copy of the presence and can only add one child: the addresses, type
+/// and the client's own children stay as the client sent them.
+type PresenceDecorator = Arc<dyn Fn(Arc<Server>, Stanza) -> BoxFuture<'static, Option<Element>> + Send + Sync>;
+
+/// Computes a stream feature offered before authentication on one stream
+/// (XEP-0077's `<register/>`), or `None`.
+type PreAuthFeatureFn = Arc<dyn Fn(&StreamInfo) -> Option<Element> + Send + Sync>;
 
 /// A disco identity (XEP-0030 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +157,17 @@ struct Registry {
     hooks: Vec<(HookPoint, i32, &'static str, StanzaHook)>,
     /// Extra `<stream:features/>` children after authentication.
     stream_features: Vec<(&'static str, Element)>,
+    /// Stream features computed when they are sent, after the fixed ones.
+    stream_feature_fns: Vec<(&'static str, StreamFeatureFn)>,
+    /// `<stream:features/>` children before authentication, per stream.
+    pre_auth_features: Vec<(&'static str, PreAuthFeatureFn)>,
+    /// XEP-0128 extension forms of the server's disco#info answer.
+    disco_extensions: Vec<(&'static str, Element)>,
+    /// In load order.
+    presence_decorators: Vec<(&'static str, PresenceDecorator)>,
+    /// Bumped by every load and unload, so values derived from the whole
+    /// registry can be cached.
+    generation: u64,
     /// `hooks` grouped by point, built on (un)load so that running the
     /// hooks of a stanza costs one map lookup and no allocation.
     by_point: HashMap<HookPoint, Arc<[StanzaHook]>>,
@@ -169,10 +217,48 @@ impl ModuleContext {
         self.registered.stream_features.push((self.module, feature));
     }
 
+    /// Adds a stream feature computed from the loaded modules each time
+    /// post-authentication features are sent; `None` adds nothing. Keep it
+    /// cheap (cache on [`ModuleRegistry::generation`]).
+    pub fn add_stream_feature_with<F>(&mut self, feature: F)
+    where
+        F: Fn(&ModuleRegistry) -> Option<Element> + Send + Sync + 'static,
+    {
+        self.registered.stream_feature_fns.push((self.module, Arc::new(feature)));
+    }
+
+    /// Adds a stream feature offered before authentication (after the SASL
+    /// mechanisms), computed per stream; `None` adds nothing. The c2s layer
+    /// offers none of these before TLS when encryption is required.
+    pub fn add_pre_auth_feature<F>(&mut self, feature: F)
+    where
+        F: Fn(&StreamInfo) -> Option<Element> + Send + Sync + 'static,
+    {
+        self.registered.pre_auth_features.push((self.module, Arc::new(feature)));
+    }
+
+    /// Adds an XEP-0128 extended information form (`<x xmlns='jabber:x:data'
+    /// type='result'/>` with a hidden FORM_TYPE) to the server's disco#info.
+    pub fn add_disco_extension(&mut self, form: Element) {
+        self.registered.disco_extensions.push((self.module, form));
+    }
+
+    /// Runs `decorator` on each available presence broadcast a session sends
+    /// (no `to`, no `type`); a returned element is appended to the presence
+    /// before the server records and routes it.
+    pub fn decorate_presence<F, Fut>(&mut self, decorator: F)
+    where
+        F: Fn(Arc<Server>, Stanza) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Element>> + Send + 'static,
+    {
+        let decorator: PresenceDecorator = Arc::new(move |server, stanza| Box::pin(decorator(server, stanza)));
+        self.registered.presence_decorators.push((self.module, decorator));
+    }
+
     /// Runs `hook` at `point`; higher priorities run first.
     pub fn hook<F, Fut>(&mut self, point: HookPoint, priority: i32, hook: F)
     where
-        F: Fn(Arc<Server>, Stanza) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<Server>, Arc<Stanza>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HookResult> + Send + 'static,
     {
         let hook: StanzaHook = Arc::new(move |server, stanza| Box::pin(hook(server, stanza)));
@@ -216,6 +302,11 @@ impl ModuleRegistry {
         next.identities.extend(new.identities);
         next.hooks.extend(new.hooks);
         next.stream_features.extend(new.stream_features);
+        next.stream_feature_fns.extend(new.stream_feature_fns);
+        next.pre_auth_features.extend(new.pre_auth_features);
+        next.disco_extensions.extend(new.disco_extensions);
+        next.presence_decorators.extend(new.presence_decorators);
+        next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
         loaded.push((M::NAME, Box::new(instance)));
@@ -239,6 +330,11 @@ impl ModuleRegistry {
         });
         next.hooks.retain(|(_, _, m, _)| *m != name);
         next.stream_features.retain(|(m, _)| *m != name);
+        next.stream_feature_fns.retain(|(m, _)| *m != name);
+        next.pre_auth_features.retain(|(m, _)| *m != name);
+        next.disco_extensions.retain(|(m, _)| *m != name);
+        next.presence_decorators.retain(|(m, _)| *m != name);
+        next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
         true
@@ -270,8 +366,31 @@ impl ModuleRegistry {
         self.snapshot.load().by_point.get(&point).cloned()
     }
 
+    /// The fixed stream features, then the computed ones.
     pub fn stream_features(&self) -> Vec<Element> {
-        self.snapshot.load().stream_features.iter().map(|(_, f)| f.clone()).collect()
+        let snapshot = self.snapshot.load_full();
+        let mut features: Vec<Element> = snapshot.stream_features.iter().map(|(_, f)| f.clone()).collect();
+        features.extend(snapshot.stream_feature_fns.iter().filter_map(|(_, f)| f(self)));
+        features
+    }
+
+    /// The features modules offer on `stream` before authentication, in load order.
+    pub fn pre_auth_features(&self, stream: &StreamInfo) -> Vec<Element> {
+        self.snapshot.load().pre_auth_features.iter().filter_map(|(_, f)| f(stream)).collect()
+    }
+
+    /// XEP-0128 forms for the server's disco#info, in load order.
+    pub fn disco_extensions(&self) -> Vec<Element> {
+        self.snapshot.load().disco_extensions.iter().map(|(_, x)| x.clone()).collect()
+    }
+
+    pub(crate) fn presence_decorators(&self) -> Vec<PresenceDecorator> {
+        self.snapshot.load().presence_decorators.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Changes whenever a module is loaded or unloaded.
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
     }
 }
 
@@ -298,6 +417,11 @@ mod tests {
             ctx.add_identity("client", "bot", None);
             ctx.handle_iq(IqTarget::Host, IqType::Get, "urn:example:probe", |_| async { Ok(None) });
             ctx.hook(HookPoint::MessageUndeliverable, 10, |_, _| async { HookResult::Handled });
+            ctx.add_disco_extension(Element::bare("x", "jabber:x:data"));
+            ctx.add_stream_feature_with(|modules| Some(Element::bare("n", modules.features().len().to_string())));
+            ctx.decorate_presence(|_, _| async { None });
+            ctx.handle_iq(IqTarget::Stream, IqType::Set, "urn:example:probe", |_| async { Ok(None) });
+            ctx.add_pre_auth_feature(|s| s.secure.then(|| Element::bare("pre", "urn:example:probe")));
             Ok(Probe)
         }
     }
@@ -323,13 +447,31 @@ mod tests {
         assert!(registry.iq_handler(IqTarget::Host, IqType::Set, "urn:example:probe").is_none());
         assert!(registry.iq_handler(IqTarget::Account, IqType::Get, "urn:example:probe").is_none());
         assert_eq!(registry.hooks(HookPoint::MessageUndeliverable).map_or(0, |h| h.len()), 1);
+        assert_eq!(registry.disco_extensions().len(), 1);
+        assert_eq!(registry.stream_features(), [Element::bare("n", "1")], "computed from the registry");
+        assert_eq!(registry.presence_decorators().len(), 1);
+        assert!(registry.iq_handler(IqTarget::Stream, IqType::Set, "urn:example:probe").is_some());
+        let mut stream =
+            StreamInfo { peer: "192.0.2.1:5222".parse().unwrap(), host: "example.com".into(), secure: true };
+        assert_eq!(registry.pre_auth_features(&stream), [Element::bare("pre", "urn:example:probe")]);
+        stream.secure = false;
+        assert!(registry.pre_auth_features(&stream).is_empty(), "computed per stream");
+        stream.secure = true;
+        let generation = registry.generation();
         assert!(matches!(registry.load::<Probe>(None), Err(ModuleError::AlreadyLoaded(_))));
+        assert_eq!(registry.generation(), generation, "a failed load changes nothing");
 
         assert!(registry.unload("probe"));
         assert!(registry.features().is_empty());
         assert!(registry.identities().is_empty());
         assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_none());
         assert!(registry.hooks(HookPoint::MessageUndeliverable).is_none());
+        assert!(registry.disco_extensions().is_empty());
+        assert!(registry.stream_features().is_empty());
+        assert!(registry.presence_decorators().is_empty());
+        assert!(registry.iq_handler(IqTarget::Stream, IqType::Set, "urn:example:probe").is_none());
+        assert!(registry.pre_auth_features(&stream).is_empty());
+        assert!(registry.generation() > generation);
         assert!(registry.loaded().is_empty());
         assert!(!registry.unload("probe"));
     }

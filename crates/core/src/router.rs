@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 /// What a session task receives from the rest of the server.
 #[derive(Debug)]
 pub enum Outbound {
-    Stanza(Element),
+    /// Boxed so the queue's slots stay small: every session's queue holds a
+    /// block of them even when idle.
+    Stanza(Box<Element>),
     /// Close the stream with this RFC 6120 §4.9.3 condition.
     Close(&'static str),
 }
@@ -21,6 +23,14 @@ pub enum DeliveryError {
     QueueFull,
     #[error("recipient gone")]
     Gone,
+    #[error("no such session")]
+    NotBound,
+}
+
+impl Outbound {
+    pub fn stanza(el: Element) -> Self {
+        Outbound::Stanza(Box::new(el))
+    }
 }
 
 /// A bound session as other tasks see it.
@@ -90,6 +100,22 @@ impl Router {
         };
         resources.push(Resource { handle: handle.clone(), presence: None, priority: 0, flags: Vec::new() });
         Ok((handle, replaced))
+    }
+
+    /// Queues a stanza for the session bound to `jid`; on failure the
+    /// element comes back so the caller can bounce it without having cloned it.
+    pub fn queue_stanza(&self, jid: &FullJid, el: Element) -> Result<(), (DeliveryError, Element)> {
+        let Some(rs) = self.sessions.get(&jid.to_bare()) else {
+            return Err((DeliveryError::NotBound, el));
+        };
+        let Some(r) = rs.iter().find(|r| &r.handle.jid == jid) else {
+            return Err((DeliveryError::NotBound, el));
+        };
+        r.handle.tx.try_send(Outbound::stanza(el)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(Outbound::Stanza(el)) => (DeliveryError::QueueFull, *el),
+            mpsc::error::TrySendError::Closed(Outbound::Stanza(el)) => (DeliveryError::Gone, *el),
+            _ => unreachable!("a stanza was sent"),
+        })
     }
 
     pub fn is_bound(&self, jid: &FullJid) -> bool {

@@ -2,7 +2,7 @@
 //! (RFC 6120 §10, RFC 6121 §8) between local sessions and modules.
 
 use crate::config::Config;
-use crate::module::{HookPoint, HookResult, IqRequest, IqTarget, ModuleRegistry};
+use crate::module::{HookPoint, HookResult, IqRequest, IqTarget, ModuleRegistry, StreamInfo};
 use crate::router::{DeliveryError, Outbound, Router};
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
@@ -34,7 +34,7 @@ impl Server {
     }
 
     /// Runs the hooks at `point` in priority order until one handles the stanza.
-    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: &Stanza) -> HookResult {
+    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: &Arc<Stanza>) -> HookResult {
         if let Some(hooks) = self.modules.hooks(point) {
             for hook in hooks.iter() {
                 if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
@@ -45,21 +45,36 @@ impl Server {
         HookResult::Continue
     }
 
+    /// Appends what the modules' presence decorators return to an available
+    /// presence broadcast (see `ModuleContext::decorate_presence`). The
+    /// session calls it before it records and routes the presence, so probe
+    /// answers carry the same children.
+    pub async fn decorate_presence(self: &Arc<Self>, mut stanza: Stanza) -> Stanza {
+        for decorator in self.modules.presence_decorators() {
+            if let Some(child) = decorator(self.clone(), stanza.clone()).await {
+                stanza.el.append_child(child);
+            }
+        }
+        stanza
+    }
+
     /// Routes a stanza sent by a local session (`from` already stamped with
     /// its full JID): the outbound hooks first, then delivery. Presence
     /// without `to` is a broadcast: hooks send it to contacts, the core to
     /// the account's own available resources.
     pub async fn route(self: &Arc<Self>, stanza: Stanza) {
+        let stanza = Arc::new(stanza);
         if self.run_hooks(HookPoint::Outbound(stanza.kind), &stanza).await == HookResult::Handled {
             return;
         }
-        self.deliver(stanza).await
+        // Hooks are done with it: usually no copy is made here.
+        self.deliver(Arc::unwrap_or_clone(stanza)).await
     }
 
     /// Delivers a stanza to its `to` without the sender-side hooks: for
     /// stanzas the server sends on an account's behalf (subscription
     /// answers, probe replies) and for those already past `route`.
-    pub async fn deliver(self: &Arc<Self>, mut stanza: Stanza) {
+    pub async fn deliver(self: &Arc<Self>, stanza: Stanza) {
         let to = match &stanza.to {
             Some(to) => to.clone(),
             // RFC 6120 §10.3: no `to` means the sender's own account.
@@ -73,18 +88,22 @@ impl Server {
             return self.bounce(&stanza, StanzaError::remote_server_not_found());
         }
         match (to.node().is_some(), to.resource().is_some()) {
-            (false, false) => self.to_host(stanza).await,
-            (false, true) => self.bounce(&stanza, StanzaError::service_unavailable()),
-            _ if self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled => {}
-            (true, false) => {
+            (false, false) => return self.to_host(stanza).await,
+            (false, true) => return self.bounce(&stanza, StanzaError::service_unavailable()),
+            _ => {}
+        }
+        let shared = Arc::new(stanza);
+        if self.run_hooks(HookPoint::Inbound(shared.kind), &shared).await == HookResult::Handled {
+            return;
+        }
+        let mut stanza = Arc::unwrap_or_clone(shared);
+        match to.try_into_full() {
+            Ok(full) => self.to_full(stanza, full).await,
+            Err(bare) => {
                 if stanza.to.is_none() && stanza.kind == StanzaKind::Message {
-                    stanza.set_to(to.clone());
+                    stanza.set_to(Jid::from(bare.clone()));
                 }
-                self.to_bare(stanza, to.to_bare()).await
-            }
-            (true, true) => {
-                let full = to.try_into_full().expect("has a resource");
-                self.to_full(stanza, full).await
+                self.to_bare(stanza, bare).await
             }
         }
     }
@@ -103,7 +122,7 @@ impl Server {
             StanzaKind::Presence => {
                 // Directed presence to an account reaches its available resources.
                 for handle in self.router.available(&bare) {
-                    let _ = handle.send(Outbound::Stanza(stanza.el.clone()));
+                    let _ = handle.send(Outbound::stanza(stanza.el.clone()));
                 }
             }
         }
@@ -113,9 +132,9 @@ impl Server {
         let targets = self.router.message_targets(bare);
         if let Some((last, rest)) = targets.split_last() {
             for handle in rest {
-                self.check_delivery(&stanza, handle.send(Outbound::Stanza(stanza.el.clone())));
+                self.check_delivery(&stanza, handle.send(Outbound::stanza(stanza.el.clone())));
             }
-            let result = last.send(Outbound::Stanza(stanza.el.clone()));
+            let result = last.send(Outbound::stanza(stanza.el.clone()));
             return self.check_delivery(&stanza, result);
         }
         // RFC 6121 §8.5.2.2: no available resource.
@@ -123,6 +142,7 @@ impl Server {
             Some("error") | Some("headline") => {}
             Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
             _ => {
+                let stanza = Arc::new(stanza);
                 if self.run_hooks(HookPoint::MessageUndeliverable, &stanza).await == HookResult::Continue {
                     self.bounce(&stanza, StanzaError::service_unavailable());
                 }
@@ -131,10 +151,15 @@ impl Server {
     }
 
     async fn to_full(self: &Arc<Self>, stanza: Stanza, full: FullJid) {
-        if let Some(handle) = self.router.session(&full) {
-            let result = handle.send(Outbound::Stanza(stanza.el.clone()));
-            return self.check_delivery(&stanza, result);
-        }
+        let Stanza { kind, from, to, id, type_, el } = stanza;
+        let el = match self.router.queue_stanza(&full, el) {
+            Ok(()) => return,
+            Err((DeliveryError::NotBound, el)) => el,
+            Err((err, el)) => {
+                return self.check_delivery(&Stanza { kind, from, to, id, type_, el }, Err(err));
+            }
+        };
+        let stanza = Stanza { kind, from, to, id, type_, el };
         // RFC 6121 §8.5.3.2: the resource is not connected.
         match stanza.kind {
             StanzaKind::Iq => {
@@ -158,7 +183,9 @@ impl Server {
                 tracing::debug!(to = ?stanza.to, "recipient queue full, bouncing");
                 self.bounce(stanza, StanzaError::resource_constraint().with_text("recipient is not reading"));
             }
-            Err(DeliveryError::Gone) => self.bounce(stanza, StanzaError::recipient_unavailable()),
+            Err(DeliveryError::Gone | DeliveryError::NotBound) => {
+                self.bounce(stanza, StanzaError::recipient_unavailable())
+            }
         }
     }
 
@@ -170,7 +197,7 @@ impl Server {
         let Some(handler) = self.modules.iq_handler(target, type_, &namespace) else {
             return self.bounce(&stanza, StanzaError::service_unavailable());
         };
-        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone() }).await {
+        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone(), stream: None }).await {
             Ok(payload) => stanza.iq_result(payload),
             Err(err) => match stanza.error_reply(&err) {
                 Some(el) => el,
@@ -178,6 +205,28 @@ impl Server {
             },
         };
         self.send_to_local(reply);
+    }
+
+    /// Answers an IQ a client sent before authenticating (XEP-0077
+    /// registration) with a module's [`IqTarget::Stream`] handler, and returns
+    /// the reply for the stream to write (the stream is not in the router).
+    /// `None` when no such handler takes it (or it is not a request to the
+    /// stream's host): the stream then refuses it like any stanza before auth.
+    pub async fn handle_stream_iq(self: &Arc<Self>, mut stanza: Stanza, stream: StreamInfo) -> Option<Element> {
+        if stanza.to.as_ref().is_some_and(|to| to.as_str() != stream.host) {
+            return None;
+        }
+        let type_ = stanza.iq_type().filter(|t| t.is_request())?;
+        let namespace = stanza.payload().map(Element::ns).unwrap_or_default();
+        let handler = self.modules.iq_handler(IqTarget::Stream, type_, &namespace)?;
+        // The client has no address yet: whatever `from` it states is ignored.
+        starling_proto::xml::remove_attr(&mut stanza.el, "from");
+        stanza.from = None;
+        let request = IqRequest { server: self.clone(), stanza: stanza.clone(), stream: Some(stream) };
+        match handler(request).await {
+            Ok(payload) => Some(stanza.iq_result(payload)),
+            Err(err) => stanza.error_reply(&err),
+        }
     }
 
     /// Sends a stanza error back to the (local) sender of `stanza`.
@@ -193,7 +242,7 @@ impl Server {
             return;
         };
         if let Some(handle) = self.router.session(&to) {
-            if let Err(e) = handle.send(Outbound::Stanza(el)) {
+            if let Err(e) = handle.send(Outbound::stanza(el)) {
                 tracing::debug!(%to, error = %e, "dropping server reply");
             }
         }

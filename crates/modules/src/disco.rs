@@ -1,9 +1,9 @@
 //! XEP-0030: Service Discovery. The server's identity and features are
-//! whatever the loaded modules declared.
+//! whatever the loaded modules declared, with their XEP-0128 extension forms.
 
 use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget};
-use starling_core::{Module, ModuleContext, ModuleError};
+use starling_core::{Module, ModuleContext, ModuleError, ModuleRegistry};
 use starling_proto::xml::element;
 use starling_proto::{ns, Element, IqType, StanzaError};
 
@@ -40,21 +40,40 @@ fn echo_node(req: &IqRequest, namespace: &str) -> Element {
 }
 
 async fn server_info(req: IqRequest) -> IqResult {
-    if req.payload().attr("node").is_some() {
-        return Err(StanzaError::item_not_found());
+    let info = server_info_query(&req.server.modules);
+    match req.payload().attr("node") {
+        None => Ok(Some(info)),
+        // XEP-0115 §6.2: the caps node#ver answers like the server itself.
+        Some(node) if crate::caps::is_current_node(&info, node) => {
+            let mut query = echo_node(&req, ns::DISCO_INFO);
+            for child in info.children() {
+                query.append_child(child.clone());
+            }
+            Ok(Some(query))
+        }
+        Some(_) => Err(StanzaError::item_not_found()),
     }
-    let mut query = echo_node(&req, ns::DISCO_INFO);
-    for identity in req.server.modules.identities() {
+}
+
+/// The server's disco#info `<query/>` (no node): the loaded modules'
+/// identities and features, then their XEP-0128 extension forms. XEP-0115's
+/// verification string is computed from exactly this.
+pub fn server_info_query(modules: &ModuleRegistry) -> Element {
+    let mut query = Element::bare("query", ns::DISCO_INFO);
+    for identity in modules.identities() {
         let mut attrs = vec![("category", identity.category), ("type", identity.type_)];
         if let Some(name) = identity.name {
             attrs.push(("name", name));
         }
         query.append_child(element("identity", ns::DISCO_INFO, &attrs));
     }
-    for var in req.server.modules.features() {
+    for var in modules.features() {
         query.append_child(element("feature", ns::DISCO_INFO, &[("var", var)]));
     }
-    Ok(Some(query))
+    for form in modules.disco_extensions() {
+        query.append_child(form);
+    }
+    query
 }
 
 /// XEP-0030 §3.1 for an account: `account/registered`, answered only to the

@@ -48,7 +48,7 @@ fn worth_storing(el: &Element) -> bool {
     el.has_child("body", ns::CLIENT) || el.has_child("store", ns::HINTS)
 }
 
-async fn store(server: Arc<Server>, stanza: Stanza, limit: usize) -> HookResult {
+async fn store(server: Arc<Server>, stanza: Arc<Stanza>, limit: usize) -> HookResult {
     let Some(to) = stanza.to.as_ref().map(Jid::to_bare) else {
         return HookResult::Continue;
     };
@@ -89,7 +89,7 @@ async fn store(server: Arc<Server>, stanza: Stanza, limit: usize) -> HookResult 
 
 /// Sends the stored messages to the session that just became available,
 /// deleting only those its queue accepted.
-async fn deliver(server: Arc<Server>, presence: Stanza) -> HookResult {
+async fn deliver(server: Arc<Server>, presence: Arc<Stanza>) -> HookResult {
     let Some(Ok(session)) = presence.from.as_ref().map(Jid::try_as_full) else { return HookResult::Continue };
     let priority = presence.el.get_child("priority", ns::CLIENT).and_then(|p| p.text().trim().parse::<i8>().ok());
     if priority.unwrap_or(0) < 0 {
@@ -112,7 +112,7 @@ async fn deliver(server: Arc<Server>, presence: Stanza) -> HookResult {
             continue;
         };
         set_attr(&mut el, "to", session.as_str());
-        if handle.send(Outbound::Stanza(el)).is_err() {
+        if handle.send(Outbound::stanza(el)).is_err() {
             // The rest stays stored for the next login.
             break;
         }

@@ -25,14 +25,17 @@ impl ErrorType {
     }
 }
 
-/// A stanza error: the type, the RFC 6120 §8.3.3 condition element name and an
-/// optional human-readable text.
+/// A stanza error: the type, the RFC 6120 §8.3.3 condition element name, an
+/// optional human-readable text and an optional application-specific
+/// condition (RFC 6120 §8.3.4, e.g. XEP-0191's `<blocked/>`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{condition} ({})", type_.as_str())]
 pub struct StanzaError {
     pub type_: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// Boxed so that `Result<_, StanzaError>` stays small.
+    pub app_condition: Option<Box<Element>>,
 }
 
 macro_rules! conditions {
@@ -41,7 +44,7 @@ macro_rules! conditions {
             $(
                 #[doc = concat!("`<", $cond, "/>` with its RFC 6120 §8.3.3 default type.")]
                 pub fn $fn() -> Self {
-                    StanzaError { type_: ErrorType::$type, condition: $cond, text: None }
+                    StanzaError { type_: ErrorType::$type, condition: $cond, text: None, app_condition: None }
                 }
             )*
         }
@@ -73,6 +76,13 @@ impl StanzaError {
         self
     }
 
+    /// Adds an application-specific condition element (RFC 6120 §8.3.4); it
+    /// must be qualified by an application namespace, not the stanzas one.
+    pub fn with_app_condition(mut self, condition: Element) -> Self {
+        self.app_condition = Some(Box::new(condition));
+        self
+    }
+
     /// The `<error/>` child element.
     pub fn to_element(&self) -> Element {
         let mut error = Element::bare("error", ns::CLIENT);
@@ -82,6 +92,11 @@ impl StanzaError {
             let mut t = Element::bare("text", ns::STANZAS);
             t.append_text_node(text.clone());
             error.append_child(t);
+        }
+        // RFC 6120 §8.3.2: the defined condition, then text, then the
+        // application-specific condition.
+        if let Some(app) = &self.app_condition {
+            error.append_child(app.as_ref().clone());
         }
         error
     }
@@ -97,5 +112,19 @@ mod tests {
         assert_eq!(el.attr("type"), Some("cancel"));
         assert!(el.has_child("service-unavailable", ns::STANZAS));
         assert_eq!(el.get_child("text", ns::STANZAS).unwrap().text(), "nope");
+    }
+
+    #[test]
+    fn app_condition_follows_the_defined_condition() {
+        let blocked = Element::bare("blocked", "urn:xmpp:blocking:errors");
+        let el = StanzaError::not_acceptable().with_app_condition(blocked).to_element();
+        let names: Vec<_> = el.children().map(|c| (c.name().to_owned(), c.ns())).collect();
+        assert_eq!(
+            names,
+            [
+                ("not-acceptable".to_owned(), ns::STANZAS.to_owned()),
+                ("blocked".to_owned(), "urn:xmpp:blocking:errors".to_owned())
+            ]
+        );
     }
 }

@@ -28,3 +28,39 @@ pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 pub const MSGOFFLINE: &str = "msgoffline";
 /// XEP-0334: message processing hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0191: blocking command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191: application-specific error condition `<blocked/>`.
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0280: message carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297: stanza forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0085: chat state notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184: message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333: displayed markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0045: multi-user chat, user namespace.
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0249: direct MUC invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";
+/// XEP-0054: vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0153: vCard-based avatars, the presence update element.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0049: private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0012: last activity.
+pub const LAST: &str = "jabber:iq:last";
+/// XEP-0004: data forms.
+pub const DATA_FORMS: &str = "jabber:x:data";
+/// XEP-0157 / XEP-0128: the FORM_TYPE of server information forms.
+pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
+/// XEP-0115: entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0077: in-band registration (IQ payload and disco feature).
+pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0077 §8: the in-band registration stream feature.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";

@@ -75,10 +75,7 @@ async fn roster_get_set_remove_with_pushes_and_versions() {
 
     // §2.3.3 error cases.
     let cases = [
-        (
-            "<item jid='x@localhost'/><item jid='y@localhost'/>",
-            "<bad-request ",
-        ),
+        ("<item jid='x@localhost'/><item jid='y@localhost'/>", "<bad-request "),
         ("<item jid='a@b@c'/>", "<jid-malformed "),
         ("<item jid='x@localhost'><group></group></item>", "<not-acceptable "),
         ("<item jid='x@localhost'><group>g</group><group>g</group></item>", "<bad-request "),
@@ -109,7 +106,9 @@ async fn roster_size_limit_is_enforced() {
     let server = server_with(&["alice"], "[modules.roster]\nmax_items = 2\n");
     let mut a = login(&server, "alice", "r").await;
     let set = |i: usize, contact: &str| {
-        format!("<iq type='set' id='s{i}'><query xmlns='jabber:iq:roster'><item jid='{contact}@localhost'/></query></iq>")
+        format!(
+            "<iq type='set' id='s{i}'><query xmlns='jabber:iq:roster'><item jid='{contact}@localhost'/></query></iq>"
+        )
     };
     for (i, contact) in ["x", "y"].iter().enumerate() {
         a.send(&set(i, contact)).await.unwrap();
@@ -184,7 +183,10 @@ async fn requests_wait_for_offline_users_and_preapproval_answers_at_once() {
     // §3.2: dave declines; carol's roster drops the pending request.
     dave.send("<presence to='carol@localhost' type='unsubscribed'/>").await.unwrap();
     let out = carol.expect("</iq>").await.unwrap();
-    assert!(out.contains("jid='dave@localhost'") && out.contains("subscription='none'") && !out.contains("ask="), "{out}");
+    assert!(
+        out.contains("jid='dave@localhost'") && out.contains("subscription='none'") && !out.contains("ask="),
+        "{out}"
+    );
     carol.expect("type='unsubscribed'").await.unwrap();
     // Once answered, the request is not delivered again.
     drop(dave);
@@ -209,7 +211,10 @@ async fn offline_limit_and_messages_survive_sigterm_and_sigkill() {
     let mut server = server_with(&["alice", "bob"], "[modules.offline]\nmax_messages = 3\n");
     let mut alice = online(&server, "alice", "a").await;
     for i in 0..3 {
-        alice.send(&format!("<message to='bob@localhost' type='chat' id='m{i}'><body>before term {i}</body></message>")).await.unwrap();
+        alice
+            .send(&format!("<message to='bob@localhost' type='chat' id='m{i}'><body>before term {i}</body></message>"))
+            .await
+            .unwrap();
     }
     // XEP-0160: beyond the limit the sender learns it was not stored.
     alice.send("<message to='bob@localhost' type='chat' id='over'><body>too many</body></message>").await.unwrap();

@@ -484,7 +484,7 @@ async fn roster_set_push_and_get() {
             Stanza::Iq(Iq::Set { payload, .. }) => {
                 let push = Roster::try_from(payload)?;
                 assert_eq!(push.ver.as_deref(), Some("1"));
-                assert_eq!(push.items, [bob.clone()]);
+                assert_eq!(push.items, std::slice::from_ref(&bob));
             }
             other => anyhow::bail!("expected a roster push, got {other:?}"),
         }

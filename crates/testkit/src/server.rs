@@ -1,15 +1,31 @@
 //! A `starling serve` child process for one test.
+//!
+//! Storage: by default each server keeps an SQLite database in its own temp
+//! data dir. When `STARLING_DATABASE_URL` names a PostgreSQL server (as
+//! `.ci/run` arranges), each server gets a fresh database of its own there
+//! (`CREATE DATABASE starling_t_…` through that URL, which needs the
+//! CREATEDB privilege), handed to the child process in the same variable and
+//! dropped with the `TestServer`. Tests running in parallel thus never see
+//! each other's accounts. Any other value of the variable (an SQLite URL
+//! would be one file shared by every server) is removed from the children.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use std::hash::BuildHasher;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The variable the server reads its database URL from (it wins over the config).
+pub const DATABASE_URL_VAR: &str = "STARLING_DATABASE_URL";
 
 pub struct TestServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    /// Dropped after `child` is killed (fields drop after `Drop::drop`).
+    database: Option<FreshDatabase>,
     pub domain: String,
     /// STARTTLS port.
     pub port: u16,
@@ -53,7 +69,12 @@ impl TestServerBuilder {
             extra = self.extra_config,
         );
         std::fs::write(dir.path().join("starling.toml"), config)?;
-        let mut server = TestServer { child: None, dir, binary: self.binary, domain: self.domain, port, tls_port };
+        let database = match std::env::var(DATABASE_URL_VAR) {
+            Ok(url) if is_postgres(&url) => Some(FreshDatabase::create(&url)?),
+            _ => None,
+        };
+        let mut server =
+            TestServer { child: None, dir, binary: self.binary, database, domain: self.domain, port, tls_port };
         server.spawn()?;
         Ok(server)
     }
@@ -82,13 +103,29 @@ impl TestServer {
         self.dir.path().join("starling.pid")
     }
 
+    /// The PostgreSQL database this server uses, if any (see the module doc);
+    /// `None` means SQLite in `data_dir()`.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|db| db.url.as_str())
+    }
+
+    /// `starling --config …` with this server's database in the environment.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--config").arg(self.config_path());
+        match &self.database {
+            Some(db) => cmd.env(DATABASE_URL_VAR, &db.url),
+            None => cmd.env_remove(DATABASE_URL_VAR),
+        };
+        cmd
+    }
+
     /// Starts (or restarts) the server and waits until it listens.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(self.pidfile());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log"))?;
-        let child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(self.config_path())
+        let child = self
+            .command()
             .arg("serve")
             .arg("--pidfile")
             .arg(self.pidfile())
@@ -118,7 +155,7 @@ impl TestServer {
 
     /// Runs `starling --config … ARGS` (the admin CLI) and returns stdout.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.binary).arg("--config").arg(self.config_path()).args(args).output()?;
+        let out = self.command().args(args).output()?;
         if !out.status.success() {
             bail!("starling {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -166,6 +203,91 @@ impl Drop for TestServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its database (the path) replaced by `name`; query kept.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let authority = url.find("://").context("database URL without scheme")? + 3;
+    let (base, query) = url.split_at(url[authority..].find('?').map_or(url.len(), |q| authority + q));
+    let path = base[authority..].find('/').map_or(base.len(), |p| authority + p);
+    Ok(format!("{}/{name}{query}", &base[..path]))
+}
+
+/// A database of its own on the PostgreSQL server that `admin_url` reaches.
+struct FreshDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    fn create(admin_url: &str) -> anyhow::Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // Unique across tests, test processes and machines sharing a server.
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let salt = std::collections::hash_map::RandomState::new().hash_one((n, SystemTime::now()));
+        let name = format!("starling_t_{}_{n}_{:08x}", std::process::id(), salt as u32);
+        let url = with_database(admin_url, &name)?;
+        run_sql(admin_url, format!("CREATE DATABASE \"{name}\""))
+            .with_context(|| format!("creating database {name} for a test server"))?;
+        Ok(FreshDatabase { admin_url: admin_url.to_owned(), name, url })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        // FORCE (PostgreSQL 13+) ends connections the killed server left.
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        if let Err(e) = run_sql(&self.admin_url, sql) {
+            eprintln!("testkit: could not drop test database {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Runs one statement outside a transaction (CREATE/DROP DATABASE need that).
+/// On a thread of its own with its own runtime, so that it works from sync
+/// code and from inside a test's tokio runtime alike.
+fn run_sql(url: &str, sql: String) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let url = url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+                conn.close().await?;
+                anyhow::Ok(())
+            })
+            .await
+            .context("PostgreSQL did not answer in 30 s")?
+        })
+    })
+    .join()
+    .map_err(|_| anyhow!("database thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        let cases = [
+            ("postgres://u:p@127.0.0.1:5433/starling", "postgres://u:p@127.0.0.1:5433/t1"),
+            ("postgres://u@h/db?sslmode=disable", "postgres://u@h/t1?sslmode=disable"),
+            ("postgresql://h:1", "postgresql://h:1/t1"),
+            ("postgres://h?application_name=x/y", "postgres://h/t1?application_name=x/y"),
+            ("postgres:///db?host=/run/pg", "postgres:///t1?host=/run/pg"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_database(url, "t1").unwrap(), want, "{url}");
         }
     }
 }

@@ -57,7 +57,7 @@ async fn save(rosters: &Rosters, server: &Server, owner: &BareJid, item: &Roster
 }
 
 /// A subscription stanza a local user sent to `to`.
-pub(super) async fn outbound(rosters: &Rosters, server: &Arc<Server>, stanza: Stanza) -> HookResult {
+pub(super) async fn outbound(rosters: &Rosters, server: &Arc<Server>, stanza: Arc<Stanza>) -> HookResult {
     if !is_subscription(&stanza) {
         return HookResult::Continue;
     }
@@ -163,7 +163,7 @@ async fn outbound_transition(
 }
 
 /// A subscription stanza for a local user (`to`) from `from`.
-pub(super) async fn inbound(rosters: &Rosters, server: &Arc<Server>, stanza: Stanza) -> HookResult {
+pub(super) async fn inbound(rosters: &Rosters, server: &Arc<Server>, stanza: Arc<Stanza>) -> HookResult {
     let (Some(from), Some(to)) = (&stanza.from, &stanza.to) else {
         return HookResult::Handled;
     };
