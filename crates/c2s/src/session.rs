@@ -556,11 +556,18 @@ impl Conn {
                 _ = starling_core::server::shutting_down(shutdown) => return Err(End::error("system-shutdown")),
                 out = rx.recv() => {
                     let mut next = out;
-                    for _ in 0..WRITE_BATCH {
+                    let mut batched = 0;
+                    loop {
                         match next {
                             Some(Outbound::Stanza(el)) => self.queue(&el),
                             Some(Outbound::Close(condition)) => return Err(End::error(condition)),
                             None => return Err(End::error("conflict")),
+                        }
+                        batched += 1;
+                        // Take another only if it will be written in this batch:
+                        // one taken and not written would be lost.
+                        if batched == WRITE_BATCH {
+                            break;
                         }
                         match rx.try_recv() {
                             Ok(out) => next = Some(out),

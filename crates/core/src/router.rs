@@ -191,6 +191,11 @@ impl Router {
             .map_or_else(Vec::new, |rs| rs.iter().filter(|r| r.available()).map(|r| r.handle.clone()).collect())
     }
 
+    /// Whether the account has at least one available resource.
+    pub fn has_available(&self, bare: &BareJid) -> bool {
+        self.sessions.get(bare).is_some_and(|rs| rs.iter().any(Resource::available))
+    }
+
     /// Targets for a message to a bare JID (RFC 6121 §8.5.2.1.1): the available
     /// resources with the highest non-negative priority.
     pub fn message_targets(&self, bare: &BareJid) -> Vec<SessionHandle> {

@@ -351,3 +351,24 @@ async fn sigterm_closes_streams_and_exits_zero() {
     let out = c.expect_closed().await.unwrap();
     assert!(out.contains("<system-shutdown ") && out.ends_with("</stream:stream>"), "{out}");
 }
+
+/// A burst larger than one write batch reaches the recipient whole: every
+/// stanza taken from a session's queue is written (nothing acknowledged by
+/// the router is lost between queue and socket).
+#[tokio::test]
+async fn a_burst_of_messages_arrives_complete_and_in_order() {
+    let server = server();
+    let (mut alice, _) = bound(&server, "alice", "home").await;
+    let (mut bob, bob_jid) = bound(&server, "bob", "phone").await;
+    let burst: String = (0..500)
+        .map(|i| format!("<message to='{bob_jid}' type='chat' id='b{i}'><body>n{i}.</body></message>"))
+        .collect();
+    alice.send(&burst).await.unwrap();
+    let out = bob.expect("<body>n499.</body>").await.unwrap();
+    let mut last = None;
+    for i in 0..500 {
+        let pos = out.find(&format!("<body>n{i}.</body>")).unwrap_or_else(|| panic!("message {i} lost"));
+        assert!(last.is_none_or(|l| l < pos), "message {i} out of order");
+        last = Some(pos);
+    }
+}

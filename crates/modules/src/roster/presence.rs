@@ -30,8 +30,12 @@ pub(super) async fn broadcast(rosters: &Rosters, server: &Arc<Server>, stanza: &
         }
     };
     for item in roster.items.values().filter(|i| i.subscription.has_from()) {
-        // Federation is not there yet: only local contacts are reachable.
-        if !BareJid::new(&item.contact).is_ok_and(|c| server.is_local(&Jid::from(c))) {
+        // Federation is not there yet: only local contacts are reachable,
+        // and of those only the ones with an available resource would get
+        // anything (RFC 6121 §4.2.2): skip the others without routing.
+        if !BareJid::new(&item.contact)
+            .is_ok_and(|c| server.is_local(&Jid::from(c.clone())) && server.router.has_available(&c))
+        {
             continue;
         }
         if let Some(copy) = with_to(&stanza.el, &item.contact) {
@@ -47,14 +51,17 @@ pub(super) async fn broadcast(rosters: &Rosters, server: &Arc<Server>, stanza: &
 ///
 /// Probes to local contacts are sent from the session's full JID so that
 /// only this session receives the answers; its other resources already
-/// have them.
+/// have them. Local contacts without an available resource are not probed:
+/// their answer could only be "unavailable", which is what a client assumes
+/// of a contact it has no presence from (and it spares loading the
+/// offline contact's roster to authorize the probe).
 pub(super) async fn initial(rosters: &Rosters, server: &Arc<Server>, stanza: &Stanza) -> HookResult {
     let Some(Ok(session)) = stanza.from.as_ref().map(Jid::try_as_full) else { return HookResult::Continue };
     let user = session.to_bare();
     if let Ok(roster) = rosters.get(server, &user).await {
         for item in roster.items.values().filter(|i| i.subscription.has_to()) {
             let Ok(contact) = BareJid::new(&item.contact) else { continue };
-            if !server.is_local(&Jid::from(contact.clone())) {
+            if !server.is_local(&Jid::from(contact.clone())) || !server.router.has_available(&contact) {
                 continue;
             }
             let mut probe = Element::bare("presence", ns::CLIENT);
