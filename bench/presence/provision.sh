@@ -67,7 +67,7 @@ starling_pg() {
     fi
     echo "COMMIT;"
   } | psql "$PG_URL" -X -q -v ON_ERROR_STOP=1 -f -
-  log "starling-pg: $ACTION of user1..user$N done in $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-6) s"
+  log "starling-pg: $ACTION of user1..user$N done in $(printf %.2f "$(echo "$(date +%s.%N) - $t0" | bc)") s"
 }
 
 ejabberd() {

@@ -159,7 +159,7 @@ def cmd_presence(a):
     early = []
     items = roster(c, early)
     c.send("<presence/>")
-    avail, unavail, stanzas, other = set(), set(), 0, 0
+    avail, unavail, stanzas, other, n_unavail = set(), set(), 0, 0, 0
     own = c.jid
     end = time.monotonic() + a.timeout
     pending = early
@@ -177,12 +177,12 @@ def cmd_presence(a):
         if el.get("type") in (None, "available"):
             avail.add(frm); unavail.discard(frm)
         elif el.get("type") == "unavailable":
-            unavail.add(frm)
+            unavail.add(frm); n_unavail += 1
     if a.hold:
         time.sleep(a.hold)
     out = {"user": a.user, "port": a.port, "login_s": round(t_login, 3), "roster_items": len(items),
            "roster_both": sum(1 for i in items if i[1] == "both"), "presence_stanzas": stanzas,
-           "available_from": len(avail), "unavailable_from": len(unavail), "other_stanzas": other,
+           "available_from": len(avail), "unavailable_stanzas": n_unavail, "still_unavailable": len(unavail), "other_stanzas": other,
            "seconds": round(time.monotonic() - t0, 2)}
     print(json.dumps(out))
     sys.stdout.flush()

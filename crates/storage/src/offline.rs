@@ -1,6 +1,6 @@
 //! Offline messages (XEP-0160): stored in arrival order, bounded per account.
 
-use crate::{Result, SqlStore};
+use crate::{Dialect, Result, SqlStore};
 use async_trait::async_trait;
 use sqlx::Row;
 
@@ -40,24 +40,31 @@ impl OfflineStore for SqlStore {
         limit: usize,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM offline_messages WHERE host = $1 AND username = $2")
-            .bind(host)
-            .bind(username)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        if count as usize >= limit {
-            return Ok(false);
+        if self.dialect() == Dialect::Postgres {
+            // Under READ COMMITTED two concurrent pushes would both count
+            // `limit - 1` and both insert: one push per account at a time.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("starling offline {username}@{host}"))
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("INSERT INTO offline_messages (host, username, stanza, stored_at) VALUES ($1, $2, $3, $4)")
-            .bind(host)
-            .bind(username)
-            .bind(stanza)
-            .bind(stored_at)
-            .execute(&mut *tx)
-            .await?;
+        // Count and insert in one statement: on SQLite a transaction that
+        // reads first and writes second fails at once with SQLITE_BUSY when
+        // another connection wrote in between; a single write statement takes
+        // the write lock first (waiting for it) and then counts exactly.
+        let done = sqlx::query(
+            "INSERT INTO offline_messages (host, username, stanza, stored_at) SELECT $1, $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM offline_messages WHERE host = $1 AND username = $2) < $5",
+        )
+        .bind(host)
+        .bind(username)
+        .bind(stanza)
+        .bind(stored_at)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(done.rows_affected() == 1)
     }
 
     async fn offline_messages(&self, host: &str, username: &str) -> Result<Vec<OfflineMessage>> {

@@ -116,7 +116,7 @@ macro_rules! on_both_engines {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let engine = super::Engine::sqlite().await;
                     super::$test(&engine).await;
@@ -126,7 +126,7 @@ macro_rules! on_both_engines {
         }
         mod postgres {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let Some(engine) = super::Engine::postgres().await else {
                         eprintln!("STARLING_DATABASE_URL is not a postgres:// URL; nothing to do");
@@ -147,6 +147,7 @@ on_both_engines!(
     concurrent_roster_changes_get_unique_versions,
     subscription_requests_wait_one_per_contact,
     offline_messages_keep_arrival_order_up_to_the_limit,
+    concurrent_offline_pushes_respect_the_limit,
     account_data_is_per_account_and_per_store,
     removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it,
 );
@@ -358,6 +359,28 @@ async fn offline_messages_keep_arrival_order_up_to_the_limit(e: &Engine) {
     s.delete_offline_through(HOST, "alice", stored[1].id).await.unwrap();
     assert!(s.offline_messages(HOST, "alice").await.unwrap().is_empty());
     assert_eq!(s.offline_messages(HOST, "bob").await.unwrap().len(), 2);
+}
+
+async fn concurrent_offline_pushes_respect_the_limit(e: &Engine) {
+    // XEP-0160 §2: a full queue refuses the message (the sender gets an
+    // error) — never an overfull queue, and never a store error, when
+    // messages for one offline user arrive at once from several senders.
+    const N: usize = 16;
+    const LIMIT: usize = 5;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let s = e.store.clone();
+            tokio::spawn(async move { s.push_offline(HOST, "alice", &format!("<message id='m{i}'/>"), 1, LIMIT).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t).await.unwrap().unwrap().unwrap() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, LIMIT);
+    assert_eq!(e.store.offline_messages(HOST, "alice").await.unwrap().len(), LIMIT);
 }
 
 // ---------------------------------------------------------------- account data
