@@ -551,8 +551,9 @@ impl Conn {
         self.handle_events(bound).await?;
         self.flush().await?;
         loop {
+            // Unbiased: a session flooded with incoming stanzas must still
+            // read its own socket (a client's ping, its acks) between batches.
             tokio::select! {
-                biased;
                 _ = starling_core::server::shutting_down(shutdown) => return Err(End::error("system-shutdown")),
                 out = rx.recv() => {
                     let mut next = out;
