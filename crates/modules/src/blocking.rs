@@ -9,6 +9,7 @@
 //! last session closes); all writes go through this module, which updates
 //! the database first and then the cached copy.
 
+use crate::store::{account, store_error};
 use dashmap::DashMap;
 use serde::Deserialize;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
@@ -98,16 +99,6 @@ struct Blocklists {
     max_items: usize,
     cache: DashMap<BareJid, Arc<List>>,
     push_id: AtomicU64,
-}
-
-/// (host, username) of a local account.
-fn account(jid: &BareJid) -> (&str, &str) {
-    (jid.domain().as_str(), jid.node().map_or("", |n| n.as_str()))
-}
-
-fn store_error(e: StoreError) -> StanzaError {
-    tracing::error!(error = %e, "blocklist store failed");
-    StanzaError::internal_server_error()
 }
 
 /// §5 (XEP-0016 order): a list entry blocks `jid` if it is the exact JID

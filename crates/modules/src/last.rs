@@ -5,6 +5,7 @@
 //! (§8: anything else would leak presence), others get `forbidden`. Queries
 //! to a full JID from unauthorized senders are stopped the same way (§4).
 
+use crate::store::{account, store_error};
 use dashmap::DashMap;
 use serde::Deserialize;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
@@ -65,15 +66,6 @@ fn query(seconds: u64, status: &str) -> Element {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-fn account(jid: &BareJid) -> (&str, &str) {
-    (jid.domain().as_str(), jid.node().map_or("", |n| n.as_str()))
-}
-
-fn store_error(e: starling_storage::StoreError) -> StanzaError {
-    tracing::error!(error = %e, "last activity store failed");
-    StanzaError::internal_server_error()
 }
 
 /// §3 / §8: the user, or a contact with a subscription to the user's

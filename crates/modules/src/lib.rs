@@ -12,6 +12,7 @@ pub mod ping;
 pub mod private;
 pub mod register;
 pub mod roster;
+mod store;
 pub mod time;
 pub mod vcard;
 pub mod version;

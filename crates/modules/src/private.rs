@@ -2,6 +2,7 @@
 //! server, each under the (element name, namespace) of its root, readable
 //! and writable by that user only.
 
+use crate::store::{account, store_error};
 use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError};
@@ -72,15 +73,6 @@ fn is_reserved(namespace: &str) -> bool {
 
 fn key(fragment: &Element) -> String {
     format!("{{{}}}{}", fragment.ns(), fragment.name())
-}
-
-fn account(jid: &BareJid) -> (&str, &str) {
-    (jid.domain().as_str(), jid.node().map_or("", |n| n.as_str()))
-}
-
-fn store_error(e: starling_storage::StoreError) -> StanzaError {
-    tracing::error!(error = %e, "private storage failed");
-    StanzaError::internal_server_error()
 }
 
 /// §2.3 example 2: the stored fragment, or the empty element asked for

@@ -13,6 +13,7 @@
 //! Left out: data forms (§4, optional), the obsolete `<key/>` (§7) and the
 //! legacy `code` attributes on errors (§9).
 
+use crate::store::store_error;
 use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget, StreamInfo};
 use starling_core::{Module, ModuleContext, ModuleError, Outbound, Server};
@@ -86,11 +87,6 @@ impl Module for Register {
 /// A condition `StanzaError` has no constructor for.
 fn condition(type_: ErrorType, condition: &'static str, text: &str) -> StanzaError {
     StanzaError { type_, condition, text: Some(text.to_owned()), app_condition: None }
-}
-
-fn store_error(e: StoreError) -> StanzaError {
-    tracing::error!(error = %e, "account store failed");
-    StanzaError::internal_server_error()
 }
 
 // ---- the request --------------------------------------------------------

@@ -7,6 +7,7 @@
 //! (XEP-0153 §3.1), unless the client put its own `<x/>` there. Hashes of
 //! online accounts are cached; the vCard itself is read from the store.
 
+use crate::store::{account, store_error};
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -77,16 +78,6 @@ impl Module for VCard {
         });
         Ok(VCard)
     }
-}
-
-/// (host, username) of a local account.
-fn account(jid: &BareJid) -> (&str, &str) {
-    (jid.domain().as_str(), jid.node().map_or("", |n| n.as_str()))
-}
-
-fn store_error(e: starling_storage::StoreError) -> StanzaError {
-    tracing::error!(error = %e, "vcard store failed");
-    StanzaError::internal_server_error()
 }
 
 /// The sender and the account the request is about (no `to`: the sender's own).

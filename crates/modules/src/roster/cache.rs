@@ -7,7 +7,7 @@
 use super::RosterConfig;
 use dashmap::DashMap;
 use starling_core::Server;
-use starling_proto::{BareJid, StanzaError};
+use starling_proto::BareJid;
 use starling_storage::{RosterItem, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,15 +22,7 @@ pub(super) struct Rosters {
     cache: DashMap<BareJid, Arc<CachedRoster>>,
 }
 
-pub(super) fn store_error(e: StoreError) -> StanzaError {
-    tracing::error!(error = %e, "roster store failed");
-    StanzaError::internal_server_error()
-}
-
-/// (host, username) of a local account's bare JID.
-pub(super) fn account(jid: &BareJid) -> (&str, &str) {
-    (jid.domain().as_str(), jid.node().map_or("", |n| n.as_str()))
-}
+pub(super) use crate::store::{account, store_error};
 
 impl Rosters {
     pub fn new(config: RosterConfig) -> Self {
