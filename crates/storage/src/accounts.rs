@@ -148,7 +148,7 @@ impl AccountStore for SqlStore {
         // Local contacts keep the item (it is theirs) without the subscription.
         let jid = format!("{username}@{host}");
         let owners = sqlx::query(
-            "SELECT host, username FROM roster_items WHERE contact = $1 AND (subscription <> 'none' OR ask <> 0)",
+            "SELECT host, username FROM roster_items WHERE contact = $1 AND (subscription <> 'none' OR ask <> 0 OR approved <> 0)",
         )
         .bind(&jid)
         .fetch_all(&mut *tx)

@@ -487,6 +487,11 @@ async fn removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it(e: &E
     // erin merely lists alice, with no subscription either way.
     let erin_item = item(&jid("alice"), Subscription::None);
     s.put_roster_item(HOST, "erin", &erin_item).await.unwrap();
+    // frank only pre-approved alice (RFC 6121 §3.4): a new account of that
+    // name must not inherit the approval.
+    s.put_roster_item(HOST, "frank", &RosterItem { approved: true, ..item(&jid("alice"), Subscription::None) })
+        .await
+        .unwrap();
 
     let version = |user: &'static str| async move { s.roster(HOST, user).await.unwrap().0 };
     let (bob_v, carol_v, dave_v, erin_v) =
@@ -525,6 +530,10 @@ async fn removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it(e: &E
         Some(item(&jid("alice"), Subscription::None))
     );
     assert_eq!(version("dave").await, dave_v + 1);
+    assert_eq!(
+        s.roster_item(HOST, "frank", &jid("alice")).await.unwrap(),
+        Some(item(&jid("alice"), Subscription::None))
+    );
     // alice's pending request to dave went with her; erin's did not.
     assert_eq!(
         s.subscription_requests(HOST, "dave").await.unwrap().into_iter().map(|(c, _)| c).collect::<Vec<_>>(),
