@@ -90,8 +90,8 @@ def test_two_people_subscribe_see_presence_chat_offline_carbons_block(server):
             bob.send_message(mto="alice@localhost/desk", mbody="to your desk", mtype="chat")
             copy = await asyncio.wait_for(received.get(), 10)
             assert copy["carbon_received"]["body"] == "to your desk", copy
-            await alice.next_message()  # the original at the desk
-            await bob.next_message()  # "from my desk"
+            assert (await alice.next_message())["body"] == "to your desk"  # the original
+            assert (await bob.next_message())["body"] == "from my desk"
 
             # XEP-0191: alice blocks bob; his message does not reach her.
             await alice.plugin["xep_0191"].block("bob@localhost")

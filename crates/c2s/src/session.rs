@@ -704,7 +704,11 @@ impl Conn {
             self.server.route(unavailable.clone()).await;
         }
         self.directed_unavailable(bound, &unavailable.el).await;
-        self.server.run_hooks(HookPoint::SessionClosed, &Arc::new(unavailable)).await;
+        let unavailable = Arc::new(unavailable);
+        self.server.run_hooks(HookPoint::SessionClosed, &unavailable).await;
+        if !self.server.router.is_online(&bound.bare) {
+            self.server.run_hooks(HookPoint::AccountOffline, &unavailable).await;
+        }
     }
 }
 

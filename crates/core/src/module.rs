@@ -111,6 +111,9 @@ pub enum HookPoint {
     /// A session ended; the stanza is its unavailable presence. Runs after
     /// the session left the router.
     SessionClosed,
+    /// The account's last session ended (after its `SessionClosed`): the
+    /// place to drop what was cached for an online account.
+    AccountOffline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +136,7 @@ type StreamFeatureFn = Arc<dyn Fn(&ModuleRegistry) -> Option<Element> + Send + S
 /// before it is recorded and routed (XEP-0153's avatar hash, say). It sees
 /// a copy of the presence and can only add one child: the addresses, type
 /// and the client's own children stay as the client sent them.
-type PresenceDecorator = Arc<dyn Fn(Arc<Server>, Stanza) -> BoxFuture<'static, Option<Element>> + Send + Sync>;
+type PresenceDecorator = Arc<dyn Fn(Arc<Server>, Arc<Stanza>) -> BoxFuture<'static, Option<Element>> + Send + Sync>;
 
 /// Computes a stream feature offered before authentication on one stream
 /// (XEP-0077's `<register/>`), or `None`.
@@ -248,7 +251,7 @@ impl ModuleContext {
     /// before the server records and routes it.
     pub fn decorate_presence<F, Fut>(&mut self, decorator: F)
     where
-        F: Fn(Arc<Server>, Stanza) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<Server>, Arc<Stanza>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Option<Element>> + Send + 'static,
     {
         let decorator: PresenceDecorator = Arc::new(move |server, stanza| Box::pin(decorator(server, stanza)));

@@ -48,6 +48,16 @@ impl SessionHandle {
             mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
         })
     }
+
+    /// Queues a stanza; on failure the element comes back, so a caller can
+    /// bounce it without having cloned it first.
+    pub fn queue(&self, el: Element) -> Result<(), (DeliveryError, Element)> {
+        self.tx.try_send(Outbound::stanza(el)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(Outbound::Stanza(el)) => (DeliveryError::QueueFull, *el),
+            mpsc::error::TrySendError::Closed(Outbound::Stanza(el)) => (DeliveryError::Gone, *el),
+            _ => unreachable!("a stanza was sent"),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -102,20 +112,16 @@ impl Router {
         Ok((handle, replaced))
     }
 
-    /// Queues a stanza for the session bound to `jid`; on failure the
-    /// element comes back so the caller can bounce it without having cloned it.
+    /// Queues a stanza for the session bound to `jid` without cloning its
+    /// handle (see [`SessionHandle::queue`]).
     pub fn queue_stanza(&self, jid: &FullJid, el: Element) -> Result<(), (DeliveryError, Element)> {
         let Some(rs) = self.sessions.get(&jid.to_bare()) else {
             return Err((DeliveryError::NotBound, el));
         };
-        let Some(r) = rs.iter().find(|r| &r.handle.jid == jid) else {
-            return Err((DeliveryError::NotBound, el));
-        };
-        r.handle.tx.try_send(Outbound::stanza(el)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(Outbound::Stanza(el)) => (DeliveryError::QueueFull, *el),
-            mpsc::error::TrySendError::Closed(Outbound::Stanza(el)) => (DeliveryError::Gone, *el),
-            _ => unreachable!("a stanza was sent"),
-        })
+        match rs.iter().find(|r| &r.handle.jid == jid) {
+            Some(r) => r.handle.queue(el),
+            None => Err((DeliveryError::NotBound, el)),
+        }
     }
 
     pub fn is_bound(&self, jid: &FullJid) -> bool {
@@ -161,17 +167,16 @@ impl Router {
         }
     }
 
-    pub fn has_flag(&self, jid: &FullJid, flag: &str) -> bool {
-        self.sessions
-            .get(&jid.to_bare())
-            .is_some_and(|rs| rs.iter().any(|r| &r.handle.jid == jid && r.flags.contains(&flag)))
-    }
-
     /// Sessions of an account with `flag` on.
     pub fn with_flag(&self, bare: &BareJid, flag: &str) -> Vec<SessionHandle> {
         self.sessions.get(bare).map_or_else(Vec::new, |rs| {
             rs.iter().filter(|r| r.flags.contains(&flag)).map(|r| r.handle.clone()).collect()
         })
+    }
+
+    /// Whether the account has any bound session (no handles are cloned).
+    pub fn is_online(&self, bare: &BareJid) -> bool {
+        self.sessions.contains_key(bare)
     }
 
     /// Every bound session of an account, available or not.

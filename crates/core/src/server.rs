@@ -49,11 +49,20 @@ impl Server {
     /// presence broadcast (see `ModuleContext::decorate_presence`). The
     /// session calls it before it records and routes the presence, so probe
     /// answers carry the same children.
-    pub async fn decorate_presence(self: &Arc<Self>, mut stanza: Stanza) -> Stanza {
-        for decorator in self.modules.presence_decorators() {
-            if let Some(child) = decorator(self.clone(), stanza.clone()).await {
-                stanza.el.append_child(child);
-            }
+    pub async fn decorate_presence(self: &Arc<Self>, stanza: Stanza) -> Stanza {
+        let decorators = self.modules.presence_decorators();
+        if decorators.is_empty() {
+            return stanza;
+        }
+        // Decorators share the presence, like hooks; each sees the client's.
+        let shared = Arc::new(stanza);
+        let mut added = Vec::new();
+        for decorator in decorators {
+            added.extend(decorator(self.clone(), shared.clone()).await);
+        }
+        let mut stanza = Arc::unwrap_or_clone(shared);
+        for child in added {
+            stanza.el.append_child(child);
         }
         stanza
     }
@@ -67,14 +76,19 @@ impl Server {
         if self.run_hooks(HookPoint::Outbound(stanza.kind), &stanza).await == HookResult::Handled {
             return;
         }
-        // Hooks are done with it: usually no copy is made here.
-        self.deliver(Arc::unwrap_or_clone(stanza)).await
+        self.deliver_shared(stanza).await
     }
 
     /// Delivers a stanza to its `to` without the sender-side hooks: for
     /// stanzas the server sends on an account's behalf (subscription
     /// answers, probe replies) and for those already past `route`.
     pub async fn deliver(self: &Arc<Self>, stanza: Stanza) {
+        self.deliver_shared(Arc::new(stanza)).await
+    }
+
+    /// `deliver` for a stanza the hooks share: one allocation per routed
+    /// stanza for both hook passes.
+    async fn deliver_shared(self: &Arc<Self>, stanza: Arc<Stanza>) {
         let to = match &stanza.to {
             Some(to) => to.clone(),
             // RFC 6120 §10.3: no `to` means the sender's own account.
@@ -88,15 +102,15 @@ impl Server {
             return self.bounce(&stanza, StanzaError::remote_server_not_found());
         }
         match (to.node().is_some(), to.resource().is_some()) {
-            (false, false) => return self.to_host(stanza).await,
+            (false, false) => return self.to_host(Arc::unwrap_or_clone(stanza)).await,
             (false, true) => return self.bounce(&stanza, StanzaError::service_unavailable()),
             _ => {}
         }
-        let shared = Arc::new(stanza);
-        if self.run_hooks(HookPoint::Inbound(shared.kind), &shared).await == HookResult::Handled {
+        if self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled {
             return;
         }
-        let mut stanza = Arc::unwrap_or_clone(shared);
+        // Hooks are done with it: usually no copy is made here.
+        let mut stanza = Arc::unwrap_or_clone(stanza);
         match to.try_into_full() {
             Ok(full) => self.to_full(stanza, full).await,
             Err(bare) => {
@@ -134,8 +148,9 @@ impl Server {
             for handle in rest {
                 self.check_delivery(&stanza, handle.send(Outbound::stanza(stanza.el.clone())));
             }
-            let result = last.send(Outbound::stanza(stanza.el.clone()));
-            return self.check_delivery(&stanza, result);
+            // The last one gets the element itself.
+            self.queue_with(stanza, |el| last.queue(el));
+            return;
         }
         // RFC 6121 §8.5.2.2: no available resource.
         match stanza.type_.as_deref() {
@@ -151,15 +166,9 @@ impl Server {
     }
 
     async fn to_full(self: &Arc<Self>, stanza: Stanza, full: FullJid) {
-        let Stanza { kind, from, to, id, type_, el } = stanza;
-        let el = match self.router.queue_stanza(&full, el) {
-            Ok(()) => return,
-            Err((DeliveryError::NotBound, el)) => el,
-            Err((err, el)) => {
-                return self.check_delivery(&Stanza { kind, from, to, id, type_, el }, Err(err));
-            }
+        let Some(stanza) = self.queue_with(stanza, |el| self.router.queue_stanza(&full, el)) else {
+            return;
         };
-        let stanza = Stanza { kind, from, to, id, type_, el };
         // RFC 6121 §8.5.3.2: the resource is not connected.
         match stanza.kind {
             StanzaKind::Iq => {
@@ -174,6 +183,24 @@ impl Server {
             },
             StanzaKind::Presence => {}
         }
+    }
+
+    /// Moves the stanza's element into a session queue with `queue`, so a
+    /// delivered stanza is never copied. Gives the stanza back when there is
+    /// no such session; a full or closed queue bounces it.
+    fn queue_with(
+        &self,
+        stanza: Stanza,
+        queue: impl FnOnce(Element) -> Result<(), (DeliveryError, Element)>,
+    ) -> Option<Stanza> {
+        let Stanza { kind, from, to, id, type_, el } = stanza;
+        let (err, el) = queue(el).err()?;
+        let stanza = Stanza { kind, from, to, id, type_, el };
+        if err == DeliveryError::NotBound {
+            return Some(stanza);
+        }
+        self.check_delivery(&stanza, Err(err));
+        None
     }
 
     fn check_delivery(&self, stanza: &Stanza, result: Result<(), DeliveryError>) {

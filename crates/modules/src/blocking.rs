@@ -15,7 +15,7 @@ use serde::Deserialize;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::{element, set_attr};
-use starling_proto::{ns, BareJid, Element, ErrorType, IqType, Jid, Stanza, StanzaError, StanzaKind};
+use starling_proto::{ns, same_account, BareJid, Element, ErrorType, IqType, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::StoreError;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,25 +68,19 @@ impl Module for Blocking {
             let l = lists.clone();
             ctx.hook(HookPoint::Outbound(kind), HOOK_PRIORITY, move |server, stanza| {
                 let l = l.clone();
-                async move { outbound(&l, &server, &stanza).await }
+                async move { enforce(&l, &server, &stanza, true).await }
             });
             let l = lists.clone();
             ctx.hook(HookPoint::Inbound(kind), HOOK_PRIORITY, move |server, stanza| {
                 let l = l.clone();
-                async move { inbound(&l, &server, &stanza).await }
+                async move { enforce(&l, &server, &stanza, false).await }
             });
         }
-        ctx.hook(HookPoint::SessionClosed, 0, move |server, stanza| {
-            let l = lists.clone();
-            async move {
-                if let Some(from) = &stanza.from {
-                    let bare = from.to_bare();
-                    if server.router.resources(&bare).is_empty() {
-                        l.cache.remove(&bare);
-                    }
-                }
-                HookResult::Continue
+        ctx.hook(HookPoint::AccountOffline, 0, move |_, stanza| {
+            if let Some(from) = &stanza.from {
+                lists.cache.remove(&from.to_bare());
             }
+            async { HookResult::Continue }
         });
         Ok(Blocking)
     }
@@ -111,7 +105,9 @@ fn matches(list: &List, jid: &Jid) -> bool {
     }
     list.contains(jid.as_str())
         || list.contains(jid.domain().as_str())
-        || (jid.node().is_some() && jid.resource().is_some() && list.contains(jid.to_bare().as_str()))
+        // The bare JID is the full one up to its '/' (no node or domain holds one).
+        || (jid.node().is_some()
+            && jid.as_str().split_once('/').is_some_and(|(bare, _)| list.contains(bare)))
 }
 
 impl Blocklists {
@@ -129,7 +125,7 @@ impl Blocklists {
         let (host, user) = account(owner);
         let list: Arc<List> =
             Arc::new(server.store.all_data(host, user, STORE).await?.into_iter().map(|(k, _)| k).collect());
-        if server.router.resources(owner).is_empty() {
+        if !server.router.is_online(owner) {
             return Ok(list);
         }
         // A concurrent load or write may have filled the entry meanwhile:
@@ -350,60 +346,31 @@ fn answerable(stanza: &Stanza) -> bool {
     }
 }
 
-/// §3.3, last paragraph: the user sends to a blocked JID. Messages and IQ
-/// requests bounce with `<blocked/>`; presence (broadcast copies included)
-/// and IQ responses are dropped.
-async fn outbound(lists: &Blocklists, server: &Arc<Server>, stanza: &Stanza) -> HookResult {
-    // Presence without `to` is a broadcast: its copies come back here one by one.
+/// Enforces the list of the local account on one side of a stanza.
+///
+/// Outbound (§3.3, last paragraph), the user sends to a blocked JID:
+/// messages and IQ requests bounce with `<blocked/>`. Inbound (§3.3), a
+/// blocked JID sends to the user: messages and IQ requests get
+/// `service-unavailable` (the user appears offline). Either way presence
+/// (broadcast copies included), IQ responses and errors are dropped, and a
+/// list that cannot be read fails closed.
+async fn enforce(lists: &Blocklists, server: &Arc<Server>, stanza: &Stanza, outbound: bool) -> HookResult {
+    // Presence without `to` is a broadcast: its copies come back one by one.
     let (Some(from), Some(to)) = (&stanza.from, &stanza.to) else { return HookResult::Continue };
-    let user = from.to_bare();
+    let (user, peer) = if outbound { (from, to) } else { (to, from) };
     // §6 note: never between the user's own resources; and the user's own
     // server stays reachable.
-    if to.to_bare() == user || (to.node().is_none() && server.is_local(to)) {
+    if same_account(user, peer) || (peer.node().is_none() && server.is_local(peer)) {
         return HookResult::Continue;
     }
-    let list = match lists.get(server, &user).await {
-        Ok(list) => list,
-        Err(e) => {
-            // Fail closed: a blocklist we cannot read is not ignored.
-            if answerable(stanza) {
-                server.bounce(stanza, store_error(e));
-            }
-            return HookResult::Handled;
-        }
+    let error = match lists.get(server, &user.to_bare()).await {
+        Ok(list) if !matches(&list, peer) => return HookResult::Continue,
+        Ok(_) if outbound => blocked_error(),
+        Ok(_) => StanzaError::service_unavailable(),
+        Err(e) => store_error(e),
     };
-    if !matches(&list, to) {
-        return HookResult::Continue;
-    }
     if answerable(stanza) {
-        server.bounce(stanza, blocked_error());
-    }
-    HookResult::Handled
-}
-
-/// §3.3: a blocked JID sends to the user. Presence is dropped silently,
-/// messages and IQ requests get `service-unavailable` (the user appears
-/// offline), IQ responses and errors are dropped.
-async fn inbound(lists: &Blocklists, server: &Arc<Server>, stanza: &Stanza) -> HookResult {
-    let (Some(from), Some(to)) = (&stanza.from, &stanza.to) else { return HookResult::Continue };
-    let user = to.to_bare();
-    if from.to_bare() == user || (from.node().is_none() && server.is_local(from)) {
-        return HookResult::Continue;
-    }
-    let list = match lists.get(server, &user).await {
-        Ok(list) => list,
-        Err(e) => {
-            if answerable(stanza) {
-                server.bounce(stanza, store_error(e));
-            }
-            return HookResult::Handled;
-        }
-    };
-    if !matches(&list, from) {
-        return HookResult::Continue;
-    }
-    if answerable(stanza) {
-        server.bounce(stanza, StanzaError::service_unavailable());
+        server.bounce(stanza, error);
     }
     HookResult::Handled
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Outbound, Server};
 use starling_proto::xml::{element, set_attr};
-use starling_proto::{ns, BareJid, Element, FullJid, IqType, Jid, Stanza, StanzaError, StanzaKind};
+use starling_proto::{ns, same_account, BareJid, Element, FullJid, IqType, Jid, Stanza, StanzaError, StanzaKind};
 
 /// Session flag of a carbons-enabled resource.
 const FLAG: &str = "carbons";
@@ -147,11 +147,11 @@ fn send_copy(session: &starling_core::SessionHandle, copy: Element) {
 /// sender enabled carbons.
 fn sent(server: &Server, stanza: &Stanza) {
     let Some(Ok(sender)) = stanza.from.as_ref().map(Jid::try_as_full) else { return };
-    let user = sender.to_bare();
     // Messages to the account itself reach its resources as originals.
-    if stanza.to.as_ref().is_none_or(|to| to.to_bare() == user) || !eligible(stanza, Direction::Sent) {
+    if stanza.to.as_ref().is_none_or(|to| same_account(to, sender)) || !eligible(stanza, Direction::Sent) {
         return;
     }
+    let user = sender.to_bare();
     for session in server.router.with_flag(&user, FLAG) {
         if &session.jid != sender {
             send_copy(&session, carbon("sent", &user, &session.jid, &stanza.el));
@@ -163,12 +163,12 @@ fn sent(server: &Server, stanza: &Stanza) {
 /// does not get the original under RFC 6121 §8.5 gets a `<received/>` copy.
 fn received(server: &Server, stanza: &Stanza) {
     let Some(to) = &stanza.to else { return };
-    let user = to.to_bare();
     // From the account itself (its other resources got a <sent/> copy) or
     // from the server: nothing to copy.
-    if stanza.from.as_ref().is_none_or(|from| from.to_bare() == user) || !eligible(stanza, Direction::Received) {
+    if stanza.from.as_ref().is_none_or(|from| same_account(from, to)) || !eligible(stanza, Direction::Received) {
         return;
     }
+    let user = to.to_bare();
     let enabled = server.router.with_flag(&user, FLAG);
     if enabled.is_empty() {
         return;

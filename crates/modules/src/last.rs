@@ -87,7 +87,7 @@ async fn account_last(req: IqRequest) -> IqResult {
         return Err(StanzaError::forbidden());
     }
     // §3: online now → 0 seconds, no status.
-    if !req.server.router.resources(&user).is_empty() {
+    if req.server.router.is_online(&user) {
         return Ok(Some(query(0, "")));
     }
     let (host, username) = account(&user);
@@ -148,7 +148,7 @@ async fn session_closed(server: Arc<Server>, presence: Arc<Stanza>, statuses: St
     };
     let status = statuses.remove(session).map(|(_, s)| s).unwrap_or_default();
     let user = session.to_bare();
-    if !server.router.resources(&user).is_empty() {
+    if server.router.is_online(&user) {
         return HookResult::Continue;
     }
     let (host, username) = account(&user);

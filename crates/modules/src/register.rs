@@ -13,7 +13,7 @@
 //! Left out: data forms (§4, optional), the obsolete `<key/>` (§7) and the
 //! legacy `code` attributes on errors (§9).
 
-use crate::store::store_error;
+use crate::store::{account, store_error};
 use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget, StreamInfo};
 use starling_core::{Module, ModuleContext, ModuleError, Outbound, Server};
@@ -237,10 +237,6 @@ fn own_account(req: &IqRequest) -> Result<(FullJid, BareJid), StanzaError> {
     Ok((from.clone(), bare))
 }
 
-fn host_and_user(bare: &BareJid) -> (&str, &str) {
-    (bare.domain().as_str(), bare.node().map_or("", |n| n.as_str()))
-}
-
 /// §3.1: an authenticated entity is told it is registered, and as whom.
 async fn registered(req: IqRequest) -> IqResult {
     query(&req)?;
@@ -249,7 +245,7 @@ async fn registered(req: IqRequest) -> IqResult {
     let instructions = "You are registered. Send a new password to change it, or <remove/> to delete the account.";
     q.append_child(text_element("instructions", ns::REGISTER, instructions));
     q.append_child(Element::bare("registered", ns::REGISTER));
-    q.append_child(text_element("username", ns::REGISTER, host_and_user(&bare).1));
+    q.append_child(text_element("username", ns::REGISTER, account(&bare).1));
     q.append_child(Element::bare("password", ns::REGISTER));
     Ok(Some(q))
 }
@@ -265,7 +261,7 @@ async fn change(state: Arc<State>, req: IqRequest) -> IqResult {
         }
         return remove(&req, &full, &bare).await;
     }
-    let (host, user) = host_and_user(&bare);
+    let (host, user) = account(&bare);
     if let Some(username) = field(query, "username") {
         if account_node(&username, host).ok().as_deref() != Some(user) && username != bare.as_str() {
             return Err(StanzaError::forbidden().with_text("only your own password can be changed"));
@@ -304,7 +300,7 @@ fn presence(type_: &str, from: &str, to: &str) -> Option<Stanza> {
 /// owns, then ends its sessions with `<not-authorized/>` (RFC 6120 §4.9.3.12).
 async fn remove(req: &IqRequest, full: &FullJid, bare: &BareJid) -> IqResult {
     let server = &req.server;
-    let (host, user) = host_and_user(bare);
+    let (host, user) = account(bare);
     let (_, items) = server.store.roster(host, user).await.map_err(store_error)?;
     let requests = server.store.subscription_requests(host, user).await.map_err(store_error)?;
     let available = server.router.presences(bare);

@@ -65,16 +65,11 @@ impl Module for VCard {
         ctx.handle_iq(IqTarget::Account, IqType::Set, ns::VCARD, move |req| set(req, max_bytes, a.clone()));
         let a = avatars.clone();
         ctx.decorate_presence(move |server, presence| decorate(server, presence, a.clone()));
-        ctx.hook(HookPoint::SessionClosed, 0, move |server, stanza| {
-            let avatars = avatars.clone();
-            async move {
-                if let Some(user) = stanza.from.as_ref().map(|f| f.to_bare()) {
-                    if server.router.resources(&user).is_empty() {
-                        avatars.remove(&user);
-                    }
-                }
-                HookResult::Continue
+        ctx.hook(HookPoint::AccountOffline, 0, move |_, stanza| {
+            if let Some(from) = &stanza.from {
+                avatars.remove(&from.to_bare());
             }
+            async { HookResult::Continue }
         });
         Ok(VCard)
     }
@@ -165,7 +160,7 @@ fn avatar_of(vcard: &Element) -> Result<Avatar, StanzaError> {
 
 /// The `<x xmlns='vcard-temp:x:update'/>` for an available presence
 /// broadcast, if the client did not send one itself.
-async fn decorate(server: Arc<Server>, presence: Stanza, avatars: Avatars) -> Option<Element> {
+async fn decorate(server: Arc<Server>, presence: Arc<Stanza>, avatars: Avatars) -> Option<Element> {
     if presence.type_.is_some() || presence.el.has_child("x", ns::VCARD_UPDATE) {
         return None;
     }

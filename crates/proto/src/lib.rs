@@ -12,3 +12,9 @@ pub use jid::{self, BareJid, FullJid, Jid};
 pub use minidom::{self, Element};
 pub use stanza::{IqType, Stanza, StanzaKind};
 pub use xmpp_parsers;
+
+/// Whether two addresses belong to the same account (equal bare JIDs),
+/// without building the bare JIDs: hooks ask this of every stanza.
+pub fn same_account(a: &Jid, b: &Jid) -> bool {
+    a.node() == b.node() && a.domain() == b.domain()
+}

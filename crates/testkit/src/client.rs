@@ -152,13 +152,21 @@ impl XmlClient {
         }
     }
 
-    /// Asserts nothing arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) -> anyhow::Result<()> {
-        let mut buf = [0u8; 8192];
-        match tokio::time::timeout(wait, self.io().read(&mut buf)).await {
-            Err(_) => Ok(()),
-            Ok(Ok(n)) => bail!("unexpected data: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Ok(Err(e)) => bail!("read error: {e}"),
+    /// Fails if `needle` is received within `wait`, counting what an earlier
+    /// `expect` read past its own needle (it may already hold the stanza).
+    pub async fn expect_none(&mut self, needle: &str, wait: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.received.contains(needle) {
+                bail!("unexpected {needle:?}; received: {:?}", self.received);
+            }
+            let mut buf = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.io().read(&mut buf)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => bail!("connection closed; received: {:?}", self.received),
+                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(Err(e)) => bail!("read error: {e}"),
+            }
         }
     }
 

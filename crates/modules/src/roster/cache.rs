@@ -38,7 +38,7 @@ impl Rosters {
         let roster =
             Arc::new(CachedRoster { version, items: items.into_iter().map(|i| (i.contact.clone(), i)).collect() });
         // Only online accounts are kept; others are read on demand.
-        if !server.router.resources(owner).is_empty() {
+        if server.router.is_online(owner) {
             self.cache.insert(owner.clone(), roster.clone());
         }
         Ok(roster)

@@ -79,16 +79,11 @@ impl Module for Roster {
             let r = r.clone();
             async move { presence::initial(&r, &server, &stanza).await }
         });
-        ctx.hook(HookPoint::SessionClosed, 0, move |server, stanza| {
-            let r = rosters.clone();
-            async move {
-                if let Some(from) = &stanza.from {
-                    if server.router.resources(&from.to_bare()).is_empty() {
-                        r.forget(&from.to_bare());
-                    }
-                }
-                HookResult::Continue
+        ctx.hook(HookPoint::AccountOffline, 0, move |_, stanza| {
+            if let Some(from) = &stanza.from {
+                rosters.forget(&from.to_bare());
             }
+            async { HookResult::Continue }
         });
         Ok(Roster)
     }
