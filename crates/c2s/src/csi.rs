@@ -37,6 +37,11 @@ impl Csi {
     /// Holds `el` if it can wait (see the module doc); otherwise it goes
     /// out behind everything held. Past `max_held` the hold is flushed.
     pub fn filter(&mut self, el: Box<Element>, max_held: usize) -> Pass {
+        // IQs pass the hold: a reply the client waits for (its keepalive
+        // ping, say) is urgent, but does not make contacts' presence so.
+        if el.name() == "iq" {
+            return Pass::Send(VecDeque::new(), el);
+        }
         let key = if self.inactive { hold_key(&el) } else { None };
         let Some(key) = key else {
             return Pass::Send(self.take_held(), el);
