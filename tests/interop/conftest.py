@@ -13,7 +13,8 @@ from harness import Server
 
 @pytest.fixture
 def server(request):
-    srv = Server()
+    # Indirect parametrisation passes extra [c2s] lines.
+    srv = Server(c2s_options=getattr(request, "param", ""))
     request.node._starling = srv
     try:
         srv.start()

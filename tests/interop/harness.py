@@ -106,7 +106,7 @@ class Server:
     SQLite in its temp dir, or, when $STARLING_DATABASE_URL is a PostgreSQL
     URL, a fresh database on that server, dropped by cleanup()."""
 
-    def __init__(self, domain: str = DOMAIN):
+    def __init__(self, domain: str = DOMAIN, c2s_options: str = ""):
         self.binary = starling_bin()
         if not self.binary.is_file():
             raise RuntimeError(
@@ -140,6 +140,7 @@ class Server:
             f'listen = ["127.0.0.1:{self.port}"]\n'
             f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
             "require_encryption = true\n"
+            f"{c2s_options}\n"
         )
 
     # -- process -------------------------------------------------------
