@@ -40,7 +40,13 @@ fn limits(config: &Config) -> Element {
 
 /// Before authentication; what modules offer (XEP-0077's `<register/>`)
 /// comes after SASL, and only once TLS is up when it is required.
-pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings, can_starttls: bool) -> Element {
+pub fn pre_auth(
+    server: &Server,
+    stream: &StreamInfo,
+    bindings: &ChannelBindings,
+    can_starttls: bool,
+    sasl2: Option<Element>,
+) -> Element {
     let (config, secure) = (&server.config, stream.secure);
     let mut f = features();
     let must_encrypt = !secure && config.c2s.require_encryption;
@@ -60,6 +66,9 @@ pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings
         mechs.append_child(text_element("mechanism", ns::SASL, m.name()));
     }
     f.append_child(mechs);
+    if let Some(sasl2) = sasl2 {
+        f.append_child(sasl2);
+    }
     if !bindings.is_empty() {
         // XEP-0440 §3: which channel-binding types the server can do.
         let mut cb = Element::bare("sasl-channel-binding", ns::SASL_CB);
@@ -79,12 +88,15 @@ pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings
 /// establishment announced as optional (RFC 6121 Appendix E), the
 /// stream-level features of the session (stream management, CSI) and what
 /// modules add (roster versioning, say).
-pub fn post_auth(server: &Server, session_features: impl IntoIterator<Item = Element>) -> Element {
+/// A session bound inline (XEP-0386) is offered no binding.
+pub fn post_auth(server: &Server, session_features: impl IntoIterator<Item = Element>, offer_bind: bool) -> Element {
     let mut f = features();
-    f.append_child(Element::bare("bind", ns::BIND));
-    let mut session = Element::bare("session", ns::SESSION);
-    session.append_child(Element::bare("optional", ns::SESSION));
-    f.append_child(session);
+    if offer_bind {
+        f.append_child(Element::bare("bind", ns::BIND));
+        let mut session = Element::bare("session", ns::SESSION);
+        session.append_child(Element::bare("optional", ns::SESSION));
+        f.append_child(session);
+    }
     for feature in session_features {
         f.append_child(feature);
     }

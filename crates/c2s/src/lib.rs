@@ -7,9 +7,11 @@
 
 mod bound;
 mod csi;
+mod fast;
 mod features;
 pub mod framing;
 mod listener;
+mod sasl2;
 mod session;
 mod sm;
 mod tcp;

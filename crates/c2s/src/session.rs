@@ -4,16 +4,19 @@
 //! session is resumable — hibernation until another connection resumes it.
 
 use crate::bound::{end_session, Bound, Exit};
+use crate::fast::FastTokens;
 use crate::features;
 use crate::framing::{End, Flow, Framing};
 use crate::sm::{self, Resumptions, SmSettings, Wake};
 use crate::throttle::AuthThrottle;
-use crate::{bound, random_id};
+use crate::{bound, random_id, sasl2};
+use anyhow::Context;
 use starling_core::config::ResourceConflict;
 use starling_core::module::StreamInfo;
 use starling_core::{Outbound, Server};
 use starling_proto::xml::{element, set_attr, text_element};
 use starling_proto::{ns, BareJid, Element, FullJid, Stanza, StanzaError};
+use starling_sasl::ht::HtMechanism;
 use starling_sasl::{decode_base64, encode_base64, ChannelBindings, Failure, HashAlg, Mechanism, ServerSession, Step};
 use starling_xmlstream::StreamEvent;
 use std::sync::Arc;
@@ -27,10 +30,13 @@ pub struct ClientService {
     pub(crate) resumptions: Arc<Resumptions>,
     pub(crate) sm: SmSettings,
     pub(crate) csi_max_held: usize,
+    pub(crate) fast: FastTokens,
 }
 
 impl ClientService {
-    pub fn new(server: Arc<Server>) -> Arc<Self> {
+    /// Fails when the FAST token key in the data directory cannot be read
+    /// or made.
+    pub fn new(server: Arc<Server>) -> anyhow::Result<Arc<Self>> {
         let auth = &server.config.auth;
         let throttle = AuthThrottle::new(
             auth.throttle_after,
@@ -43,7 +49,10 @@ impl ClientService {
             max_unacked: c2s.max_unacked_stanzas,
         };
         let csi_max_held = c2s.csi_max_held;
-        Arc::new(ClientService { server, throttle, resumptions: Arc::default(), sm, csi_max_held })
+        let key = server.config.server.data_dir.join("fast.key");
+        let fast = FastTokens::open(&key, Duration::from_secs(c2s.fast_token_lifetime_secs))
+            .with_context(|| format!("FAST token key {}", key.display()))?;
+        Ok(Arc::new(ClientService { server, throttle, resumptions: Arc::default(), sm, csi_max_held, fast }))
     }
 
     /// Runs one client connection to its end (and its session's, unless
@@ -54,12 +63,50 @@ impl ClientService {
     }
 }
 
+/// Which SASL profile an exchange uses: RFC 6120 §6, or XEP-0388 (SASL2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    Sasl1,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Sasl1 => ns::SASL,
+            Profile::Sasl2 => ns::SASL2,
+        }
+    }
+}
+
+/// A finished SASL exchange.
+pub(crate) struct SaslSuccess {
+    pub username: String,
+    pub additional_data: Vec<u8>,
+    /// Set when a FAST token was used: whether it is due for rotation.
+    pub fast: Option<bool>,
+}
+
+enum Authenticated {
+    /// `<success/>` was sent; the stream restarts.
+    Sasl1(String),
+    /// The SASL2 `<success/>` is still to be sent, with the results of the
+    /// request's inline features.
+    Sasl2(Sasl2Done),
+}
+
+/// A successful SASL2 exchange and the `<authenticate/>` that started it.
+pub(crate) struct Sasl2Done {
+    pub success: SaslSuccess,
+    pub request: Element,
+}
+
 /// A client connection while it is being served.
 pub(crate) struct Conn<F> {
     pub(crate) service: Arc<ClientService>,
     pub(crate) framing: F,
     /// The virtual host this stream is for (its `to`).
-    host: Option<String>,
+    pub(crate) host: Option<String>,
     /// The current SASL exchange got as far as checking a password: only
     /// such failures count as guesses (not, say, an unsupported channel
     /// binding a client retries without).
@@ -175,31 +222,48 @@ impl<F: Framing> Conn<F> {
     }
 
     async fn negotiate(&mut self) -> Flow<Bound> {
-        let username = loop {
+        let authenticated = loop {
             self.open_stream().await?;
             let secure = self.framing.is_secure();
             let bindings = self.framing.channel_bindings();
             let stream = self.stream_info(secure);
-            let features = features::pre_auth(&self.service.server, &stream, &bindings, self.framing.can_starttls());
+            let server = &self.service.server;
+            let offered = features::mechanisms(&server.config, secure, &bindings);
+            let sasl2 = sasl2::feature(server, &offered, &bindings, secure);
+            let features = features::pre_auth(server, &stream, &bindings, self.framing.can_starttls(), sasl2);
             self.send(&features).await?;
-            match self.authenticate(secure, &bindings).await? {
-                Some(username) => break username,
+            match self.authenticate(secure, &offered, &bindings).await? {
+                Some(authenticated) => break authenticated,
                 None => self.framing.starttls().await?,
             }
         };
-        self.framing.restart();
-        self.open_stream().await?;
-        let features = features::post_auth(&self.service.server, bound::stream_features());
+        let username = match authenticated {
+            Authenticated::Sasl1(username) => {
+                self.framing.restart();
+                self.open_stream().await?;
+                username
+            }
+            // XEP-0388 §2.6.1: no stream restart; inline features may bind.
+            Authenticated::Sasl2(done) => match self.sasl2_success(done).await? {
+                (_, Some(bound)) => return Ok(bound),
+                (username, None) => username,
+            },
+        };
+        let features = features::post_auth(&self.service.server, bound::stream_features(), true);
         self.send(&features).await?;
         self.bind_or_resume(&username).await
     }
 
-    /// Runs SASL until success (`Some(username)`), or until the client asks
-    /// for STARTTLS and we answered `<proceed/>` (`None`).
-    async fn authenticate(&mut self, secure: bool, bindings: &ChannelBindings) -> Flow<Option<String>> {
+    /// Runs SASL (RFC 6120 §6 or XEP-0388) until success, or until the
+    /// client asks for STARTTLS and we answered `<proceed/>` (`None`).
+    async fn authenticate(
+        &mut self,
+        secure: bool,
+        offered: &[Mechanism],
+        bindings: &ChannelBindings,
+    ) -> Flow<Option<Authenticated>> {
         let service = self.service.clone();
         let config = &service.server.config;
-        let offered = features::mechanisms(config, secure, bindings);
         let must_encrypt = !secure && config.c2s.require_encryption;
         let max_failures = config.auth.max_failures_per_stream;
         let peer = self.framing.peer();
@@ -219,23 +283,37 @@ impl<F: Framing> Conn<F> {
                 }
                 return Err(End::error("not-authorized"));
             }
-            if !el.is("auth", ns::SASL) {
+            let profile = if el.is("auth", ns::SASL) {
+                Profile::Sasl1
+            } else if el.is("authenticate", ns::SASL2) && !must_encrypt {
+                Profile::Sasl2
+            } else {
                 // RFC 6120 §4.9.3.12: nothing but negotiation before auth.
                 return Err(End::error("not-authorized"));
-            }
+            };
             let outcome = if must_encrypt {
                 Err(Failure::EncryptionRequired)
             } else {
-                self.sasl_exchange(&el, &offered, bindings).await?
+                self.sasl_exchange(&el, profile, offered, bindings).await?
             };
             match outcome {
-                Ok(username) => {
+                Ok(success) => {
                     service.throttle.succeeded(peer.ip());
-                    return Ok(Some(username));
+                    return Ok(Some(match profile {
+                        Profile::Sasl1 => {
+                            let mut el = Element::bare("success", ns::SASL);
+                            if !success.additional_data.is_empty() {
+                                el.append_text_node(encode_base64(&success.additional_data));
+                            }
+                            self.send(&el).await?;
+                            Authenticated::Sasl1(success.username)
+                        }
+                        Profile::Sasl2 => Authenticated::Sasl2(Sasl2Done { success, request: el }),
+                    }));
                 }
                 Err(failure) => {
                     tracing::info!(%peer, condition = failure.condition(), "authentication failed");
-                    let mut f = Element::bare("failure", ns::SASL);
+                    let mut f = Element::bare("failure", profile.ns());
                     f.append_child(Element::bare(failure.condition(), ns::SASL));
                     self.send(&f).await?;
                     if self.password_checked {
@@ -264,40 +342,57 @@ impl<F: Framing> Conn<F> {
         self.service.server.handle_stream_iq(stanza, self.stream_info(secure)).await
     }
 
-    /// One SASL exchange from `<auth/>` to success or failure.
+    /// One SASL exchange from `<auth/>` (or SASL2 `<authenticate/>`) to
+    /// success or failure; the success element is the caller's to send.
     async fn sasl_exchange(
         &mut self,
         auth: &Element,
+        profile: Profile,
         offered: &[Mechanism],
         bindings: &ChannelBindings,
-    ) -> Flow<Result<String, Failure>> {
+    ) -> Flow<Result<SaslSuccess, Failure>> {
         self.password_checked = false;
         let peer = self.framing.peer();
         let delay = self.service.throttle.delay(peer.ip());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let Some(mech) = auth.attr("mechanism").and_then(Mechanism::from_name).filter(|m| offered.contains(m)) else {
-            return Ok(Err(Failure::InvalidMechanism));
+        let initial = match profile {
+            Profile::Sasl1 => auth.text(),
+            Profile::Sasl2 => auth.get_child("initial-response", ns::SASL2).map(Element::text).unwrap_or_default(),
         };
-        let initial = match decode_base64(auth.text().trim()) {
+        let initial = match decode_base64(initial.trim()) {
             Ok(data) => data,
             Err(f) => return Ok(Err(f)),
         };
+        let name = auth.attr("mechanism").unwrap_or_default();
+        if profile == Profile::Sasl2 {
+            if let Some(ht) = HtMechanism::from_name(name) {
+                // XEP-0484: a token login, one round trip.
+                self.password_checked = true;
+                return Ok(self.fast_login(auth, ht, &initial, bindings).await);
+            }
+        }
+        let Some(mech) = Mechanism::from_name(name).filter(|m| offered.contains(m)) else {
+            return Ok(Err(Failure::InvalidMechanism));
+        };
         let plus_offered = offered.iter().any(Mechanism::is_plus);
-        let mut sasl = ServerSession::new(mech, bindings.clone(), plus_offered);
+        let names: Vec<&str> = offered.iter().map(Mechanism::name).collect();
+        let cb_types: Vec<_> = bindings.available.iter().map(|(ty, _)| *ty).collect();
+        let mut sasl =
+            ServerSession::new(mech, bindings.clone(), plus_offered).with_downgrade_protection(&names, &cb_types);
         let mut step = sasl.step(&initial);
         loop {
             step = match step {
                 Err(failure) => return Ok(Err(failure)),
                 Ok(Step::Challenge(data)) => {
-                    let challenge = text_element("challenge", ns::SASL, encode_base64(&data));
+                    let challenge = text_element("challenge", profile.ns(), encode_base64(&data));
                     self.send(&challenge).await?;
                     let el = self.next_element().await?;
-                    if el.is("abort", ns::SASL) {
+                    if el.is("abort", profile.ns()) {
                         return Ok(Err(Failure::Aborted));
                     }
-                    if !el.is("response", ns::SASL) {
+                    if !el.is("response", profile.ns()) {
                         return Ok(Err(Failure::MalformedRequest));
                     }
                     match decode_base64(el.text().trim()) {
@@ -329,20 +424,16 @@ impl<F: Framing> Conn<F> {
                     if authzid.is_some_and(|a| BareJid::new(&a).ok().as_ref() != Some(&jid)) {
                         return Ok(Err(Failure::InvalidAuthzid));
                     }
-                    let mut success = Element::bare("success", ns::SASL);
-                    if !additional_data.is_empty() {
-                        success.append_text_node(encode_base64(&additional_data));
-                    }
-                    self.send(&success).await?;
                     tracing::info!(%peer, %jid, mechanism = mech.name(), "authenticated");
-                    return Ok(Ok(jid.node().expect("account JIDs have a node").to_string()));
+                    let username = jid.node().expect("account JIDs have a node").to_string();
+                    return Ok(Ok(SaslSuccess { username, additional_data, fast: None }));
                 }
             };
         }
     }
 
     /// The account's bare JID, if `username` is a valid localpart (RFC 7622 §3.3).
-    fn account_jid(&self, username: &str) -> Option<BareJid> {
+    pub(crate) fn account_jid(&self, username: &str) -> Option<BareJid> {
         BareJid::new(&format!("{username}@{}", self.host())).ok().filter(|j| j.node().is_some())
     }
 
@@ -413,7 +504,7 @@ impl<F: Framing> Conn<F> {
 
     /// Registers a session under the requested (or a generated) resource,
     /// following the configured conflict policy (RFC 6120 §7.7.2.2).
-    fn bind(&self, username: &str, requested: Option<String>) -> Result<Bound, StanzaError> {
+    pub(crate) fn bind(&self, username: &str, requested: Option<String>) -> Result<Bound, StanzaError> {
         let server = &self.service.server;
         let policy = server.config.c2s.resource_conflict;
         let mut resource = requested.unwrap_or_else(random_id);
@@ -436,41 +527,58 @@ impl<F: Framing> Conn<F> {
         }
     }
 
-    /// `<resume previd h/>`: takes the session over, acknowledges what the
-    /// client got, answers `<resumed/>` and sends everything else again.
-    /// `None` when there is no such session (`<failed/>` was sent and the
-    /// client may bind instead).
+    /// `<resume previd h/>` after a SASL1 login (XEP-0198 §5): takes the
+    /// session over, answers `<resumed/>` and sends everything
+    /// unacknowledged again. `None` when there is no such session
+    /// (`<failed/>` was sent and the client may bind instead).
     async fn resume(&mut self, username: &str, el: &Element) -> Flow<Option<Bound>> {
+        match self.take_over(username, el).await? {
+            Ok((mut bound, resumed)) => {
+                self.framing.queue(&resumed);
+                self.replay(&mut bound);
+                self.framing.flush().await?;
+                Ok(Some(bound))
+            }
+            Err(failed) => {
+                self.send(&failed).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes over the session `<resume/>` names and applies the client's
+    /// `h`; gives the `<resumed/>` to send, or the `<failed/>` when the
+    /// session is unknown, expired or not the account's.
+    pub(crate) async fn take_over(&mut self, username: &str, el: &Element) -> Flow<Result<(Bound, Element), Element>> {
         let (Some(previd), Some(h)) = (el.attr("previd"), el.attr("h").and_then(|h| h.parse::<u32>().ok())) else {
-            self.send(&sm::failed(None, "bad-request")).await?;
-            return Ok(None);
+            return Ok(Err(sm::failed(None, "bad-request")));
         };
         let owner = self.account_jid(username).expect("authenticated accounts have valid JIDs");
         let service = self.service.clone();
-        let mut bound = match service.resumptions.take_over(previd, &owner).await {
-            Ok(bound) => *bound,
-            Err(_) => {
-                self.send(&sm::failed(None, "item-not-found")).await?;
-                return Ok(None);
-            }
+        let Ok(bound) = service.resumptions.take_over(previd, &owner).await else {
+            return Ok(Err(sm::failed(None, "item-not-found")));
         };
+        let mut bound = *bound;
         let sm = bound.sm.as_mut().expect("resumable sessions have stream management");
         if let Err(end) = sm.ack(h) {
             // The state is ours now: the session ends here.
-            end_session(&service.server, bound).await;
+            service.finish(bound).await;
             return Err(end);
         }
+        tracing::debug!(jid = %bound.handle.jid, "session resumed");
         let resumed = element("resumed", ns::SM, &[("h", &sm.inbound.to_string()), ("previd", previd)]);
-        self.framing.queue(&resumed);
-        for el in sm.take_unacked() {
+        Ok(Ok((bound, resumed)))
+    }
+
+    /// Sends again what a resumed session had not seen acknowledged.
+    pub(crate) fn replay(&mut self, bound: &mut Bound) {
+        let unacked = bound.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+        for el in unacked {
             bound.write(el, &mut self.framing);
         }
         if let Some(sm) = &mut bound.sm {
             sm.request_ack(&mut self.framing);
         }
-        self.framing.flush().await?;
-        tracing::debug!(jid = %bound.handle.jid, "session resumed");
-        Ok(Some(bound))
     }
 }
 

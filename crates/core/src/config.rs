@@ -58,6 +58,9 @@ pub struct C2sConfig {
     pub max_unacked_stanzas: usize,
     /// Stanzas held for an inactive client (XEP-0352) before they are all sent.
     pub csi_max_held: usize,
+    /// Seconds a FAST login token (XEP-0484) is valid; it is renewed when
+    /// used past half of that.
+    pub fast_token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,6 +182,7 @@ impl Default for C2sConfig {
             max_hibernated_per_account: 5,
             max_unacked_stanzas: 1000,
             csi_max_held: 100,
+            fast_token_lifetime_secs: 14 * 86_400,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (RFC 6120 §10, RFC 6121 §8) between local sessions and modules.
 
 use crate::config::Config;
-use crate::module::{HookPoint, HookResult, IqRequest, IqTarget, ModuleRegistry, StreamInfo};
+use crate::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, StreamInfo};
 use crate::router::{DeliveryError, Outbound, Router};
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
@@ -231,14 +231,10 @@ impl Server {
     }
 
     async fn handle_iq(self: &Arc<Self>, stanza: Stanza, target: IqTarget) {
-        let Some(type_) = stanza.iq_type().filter(|t| t.is_request()) else {
+        if !stanza.iq_type().is_some_and(|t| t.is_request()) {
             return; // results and errors addressed to the server: nothing waits for them yet
-        };
-        let namespace = stanza.payload().map(Element::ns).unwrap_or_default();
-        let Some(handler) = self.modules.iq_handler(target, type_, &namespace) else {
-            return self.bounce(&stanza, StanzaError::service_unavailable());
-        };
-        let reply = match handler(IqRequest { server: self.clone(), stanza: stanza.clone(), stream: None }).await {
+        }
+        let reply = match self.run_iq_handler(&stanza, target).await {
             Ok(payload) => stanza.iq_result(payload),
             Err(err) => match stanza.error_reply(&err) {
                 Some(el) => el,
@@ -246,6 +242,21 @@ impl Server {
             },
         };
         self.send_to_local(reply);
+    }
+
+    async fn run_iq_handler(self: &Arc<Self>, stanza: &Stanza, target: IqTarget) -> IqResult {
+        let type_ = stanza.iq_type().filter(|t| t.is_request()).ok_or_else(StanzaError::bad_request)?;
+        let namespace = stanza.payload().map(Element::ns).unwrap_or_default();
+        let handler =
+            self.modules.iq_handler(target, type_, &namespace).ok_or_else(StanzaError::service_unavailable)?;
+        handler(IqRequest { server: self.clone(), stanza: stanza.clone(), stream: None }).await
+    }
+
+    /// Runs the handler of an IQ a session makes of its own server while it
+    /// is being set up (XEP-0386 Bind 2 inline features, e.g. enabling
+    /// carbons) and returns its outcome instead of sending a reply.
+    pub async fn inline_iq(self: &Arc<Self>, stanza: Stanza) -> IqResult {
+        self.run_iq_handler(&stanza, IqTarget::Host).await
     }
 
     /// Answers an IQ a client sent before authenticating (XEP-0077

@@ -3,10 +3,10 @@
 //! a crash cannot lose it) with an XEP-0203 delay stamp, and delivered when
 //! the account next sends available presence with a non-negative priority.
 
-use crate::time::format_utc;
 use serde::Deserialize;
 use starling_core::module::{HookPoint, HookResult};
 use starling_core::{Module, ModuleContext, ModuleError, Outbound, Server};
+use starling_proto::time::format_utc;
 use starling_proto::xml::{element, set_attr};
 use starling_proto::{ns, Element, Jid, Stanza, StanzaError};
 use std::sync::Arc;

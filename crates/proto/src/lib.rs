@@ -5,6 +5,7 @@
 pub mod error;
 pub mod ns;
 pub mod stanza;
+pub mod time;
 pub mod xml;
 
 pub use error::{ErrorType, StanzaError};

@@ -68,3 +68,9 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const SM: &str = "urn:xmpp:sm:3";
 /// XEP-0352 client state indication.
 pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0388 extensible SASL profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 fast authentication streamlining tokens.
+pub const FAST: &str = "urn:xmpp:fast:0";

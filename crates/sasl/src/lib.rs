@@ -10,6 +10,7 @@
 //! channel binding, RFC 5802 / RFC 7677) and PLAIN (RFC 4616).
 
 mod creds;
+pub mod ht;
 mod plain;
 mod scram;
 
@@ -309,6 +310,17 @@ impl ServerSession {
         ServerSession { mech, inner }
     }
 
+    /// XEP-0474 (SCRAM downgrade protection): puts the hash of what the
+    /// server advertised on this stream — `mechanisms` and, when XEP-0440
+    /// advertised them, `channel_bindings` — into the server-first-message,
+    /// so a client detects a MITM that removed some.
+    pub fn with_downgrade_protection(mut self, mechanisms: &[&str], channel_bindings: &[ChannelBindingType]) -> Self {
+        if let Inner::Scram(s) = &mut self.inner {
+            s.set_downgrade_protection(&downgrade_protection_input(mechanisms, channel_bindings));
+        }
+        self
+    }
+
     /// Uses `secret` to derive the fake salts handed out for unknown users.
     ///
     /// By default a per-process random secret is used, so fake salts are
@@ -367,6 +379,21 @@ impl ServerSession {
             Inner::Scram(_) => Err(Failure::TemporaryAuthFailure),
         }
     }
+}
+
+/// XEP-0474 §3.1 steps 1–4: the sorted mechanisms joined by U+001E, then
+/// (when channel bindings were advertised) U+001F and the sorted types.
+fn downgrade_protection_input(mechanisms: &[&str], channel_bindings: &[ChannelBindingType]) -> String {
+    let mut mechanisms = mechanisms.to_vec();
+    mechanisms.sort_unstable();
+    let mut s = mechanisms.join("\u{1e}");
+    if !channel_bindings.is_empty() {
+        let mut types: Vec<&str> = channel_bindings.iter().map(ChannelBindingType::name).collect();
+        types.sort_unstable();
+        s.push('\u{1f}');
+        s.push_str(&types.join("\u{1e}"));
+    }
+    s
 }
 
 impl fmt::Debug for ServerSession {

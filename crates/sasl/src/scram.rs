@@ -49,6 +49,9 @@ pub(crate) struct ScramServer {
     plus_offered: bool,
     fake_salt_secret: Option<Vec<u8>>,
     nonce_suffix: Option<String>,
+    /// XEP-0474 downgrade protection: the advertised mechanisms and
+    /// channel-binding types, hashed into server-first.
+    downgrade_protection: Option<String>,
     state: State,
 }
 
@@ -61,8 +64,15 @@ impl ScramServer {
             plus_offered,
             fake_salt_secret: None,
             nonce_suffix: None,
+            downgrade_protection: None,
             state: State::Initial,
         }
+    }
+
+    /// XEP-0474 §3.1: `advertised` is the string S (mechanisms, then the
+    /// channel-binding types); its hash goes into server-first as `h`.
+    pub(crate) fn set_downgrade_protection(&mut self, advertised: &str) {
+        self.downgrade_protection = Some(BASE64.encode(self.hash.digest(advertised.as_bytes())));
     }
 
     pub(crate) fn set_fake_salt_secret(&mut self, secret: &[u8]) {
@@ -115,7 +125,11 @@ impl ScramServer {
             BASE64.encode(raw)
         });
         let full_nonce = format!("{}{}", first.nonce, suffix);
-        let server_first = format!("r={},s={},i={}", full_nonce, BASE64.encode(&creds.salt), creds.iterations);
+        let mut server_first = format!("r={},s={},i={}", full_nonce, BASE64.encode(&creds.salt), creds.iterations);
+        if let Some(h) = &self.downgrade_protection {
+            server_first.push_str(",h=");
+            server_first.push_str(h);
+        }
         let challenge = server_first.clone().into_bytes();
         self.state = State::AwaitingFinal { first, server_first, full_nonce, creds, real };
         Ok(Step::Challenge(challenge))

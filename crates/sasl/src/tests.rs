@@ -674,3 +674,20 @@ mod interop {
         );
     }
 }
+
+#[test]
+fn xep0474_downgrade_protection_hash_matches_the_spec_example() {
+    // XEP-0474 §3.3: SHA-1 of 'SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-exporter\x1etls-server-end-point'.
+    let cbs = [ChannelBindingType::TlsServerEndPoint, ChannelBindingType::TlsExporter];
+    let input = downgrade_protection_input(&["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], &cbs);
+    assert_eq!(input, "SCRAM-SHA-1\u{1e}SCRAM-SHA-1-PLUS\u{1f}tls-exporter\u{1e}tls-server-end-point");
+    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBindings::none(), false)
+        .with_downgrade_protection(&["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], &cbs);
+    assert!(matches!(s.step(b"n,,n=user,r=abc"), Ok(Step::NeedCredentials { .. })));
+    let creds = ScramCredentials::derive(HashAlg::Sha1, "pencil", b"salt-salt", 4096).unwrap();
+    let Ok(Step::Challenge(first)) = s.credentials(Some(creds)) else { panic!("no challenge") };
+    let first = String::from_utf8(first).unwrap();
+    assert!(first.ends_with(",h=G6k/rBLDqgOhRRaCuuatSDFkJ08="), "{first}");
+    // Without XEP-0440 advertisement there is no U+001F part.
+    assert_eq!(downgrade_protection_input(&["PLAIN", "SCRAM-SHA-1"], &[]), "PLAIN\u{1e}SCRAM-SHA-1");
+}

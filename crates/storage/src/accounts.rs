@@ -94,6 +94,12 @@ impl AccountStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         insert_credentials(&mut tx, host, username, creds).await?;
+        // A new password revokes every FAST login token (XEP-0484 §5).
+        sqlx::query("DELETE FROM account_data WHERE host = $1 AND username = $2 AND store = 'fast'")
+            .bind(host)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
