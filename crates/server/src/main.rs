@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     if let Command::CheckConfig = cli.command {
         // Loading the modules into a scratch registry checks their sections too.
-        let registry = starling_core::ModuleRegistry::default();
+        let registry = starling_core::ModuleRegistry::new(&config.services);
         for name in &config.server.modules {
             starling_modules::load(&registry, name, config.modules.get(name).cloned())?;
         }
