@@ -13,7 +13,9 @@ from harness import Server
 
 @pytest.fixture
 def server(request):
-    srv = Server()
+    # Scenarios pass Server arguments with indirect parametrization, e.g.
+    # @pytest.mark.parametrize("server", [{"components": {...}}], indirect=True).
+    srv = Server(**getattr(request, "param", {}))
     request.node._starling = srv
     try:
         srv.start()
