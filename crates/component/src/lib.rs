@@ -41,6 +41,8 @@ fn stream_error(condition: &'static str) -> End {
 }
 
 const READ_BUFFER: usize = 4096;
+/// Queued stanzas written per socket write when a burst arrives.
+const WRITE_BATCH: usize = 64;
 
 /// Accepts component connections on `listeners` until shutdown, then waits
 /// for the open streams to close.
@@ -288,13 +290,24 @@ impl Connection {
             tokio::select! {
                 _ = starling_core::server::shutting_down(shutdown) => return Err(stream_error("system-shutdown")),
                 out = rx.recv() => {
-                    match out {
-                        Some(Outbound::Stanza(el)) => self.queue_stanza(*el),
-                        Some(Outbound::Close(condition)) => return Err(stream_error(condition)),
-                        None => return Err(stream_error("conflict")),
-                    }
-                    while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
-                        self.queue_stanza(*el);
+                    let mut next = out;
+                    let mut batched = 0;
+                    loop {
+                        match next {
+                            Some(Outbound::Stanza(el)) => self.queue_stanza(*el),
+                            Some(Outbound::Close(condition)) => return Err(stream_error(condition)),
+                            None => return Err(stream_error("conflict")),
+                        }
+                        batched += 1;
+                        // A burst is written in batches so the component's
+                        // own stanzas are read in between.
+                        if batched == WRITE_BATCH {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(out) => next = Some(out),
+                            Err(_) => break,
+                        }
                     }
                     self.flush().await?;
                 }

@@ -305,9 +305,11 @@ impl Server {
         let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
-        if let Some(link) = self.domains.component(to.domain().as_str()) {
-            if let Err((e, _)) = link.queue(el) {
-                tracing::debug!(%to, error = %e, "dropping server reply to a component");
+        if !self.domains.is_host(to.domain().as_str()) {
+            if let Some(link) = self.domains.component(to.domain().as_str()) {
+                if let Err((e, _)) = link.queue(el) {
+                    tracing::debug!(%to, error = %e, "dropping server reply to a component");
+                }
             }
             return;
         }
