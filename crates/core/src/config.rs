@@ -338,8 +338,9 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for service in &self.services {
             let domain = &service.domain;
-            if starling_proto::BareJid::new(domain).map_or(true, |j| j.node().is_some()) {
-                return invalid(format!("{domain:?} is not a valid domain"));
+            // Addresses are compared in their normalised form (RFC 7622 §3.2: lowercase).
+            if starling_proto::BareJid::new(domain).map_or(true, |j| j.node().is_some() || j.as_str() != domain) {
+                return invalid(format!("{domain:?} is not a valid domain in normalised (lowercase) form"));
             }
             if self.is_local_host(domain) || !seen.insert(domain) {
                 return invalid(format!("{domain:?} is configured twice (or is also in server.hosts)"));
@@ -415,6 +416,7 @@ mod tests {
             ("[[services]]\ndomain = \"c.example.com\"\nsecret = \"\"\n", "non-empty"),
             ("[[services]]\ndomain = \"c.example.com\"\nmodule = \"muc\"\n", "not in server.modules"),
             ("[[services]]\ndomain = \"example.com\"\nsecret = \"s\"\n", "twice"),
+            ("[[services]]\ndomain = \"GW.example.com\"\nsecret = \"s\"\n", "lowercase"),
             ("[[services]]\ndomain = \"c.example.com\"\nsecret = \"s\"\nhost = \"x.org\"\n", "not in server.hosts"),
         ] {
             let e = parse(services).unwrap_err().to_string();

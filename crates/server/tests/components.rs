@@ -242,3 +242,27 @@ async fn only_chat_messages_to_a_gone_resource_reach_another() {
     let out = alice.expect("id='after'").await.unwrap();
     assert!(!out.contains("id='h1'"), "{out}");
 }
+
+#[tokio::test]
+async fn users_subscribe_to_component_contacts() {
+    let server = server();
+    let mut gateway = component(&server).await;
+    let (mut alice, _) = bound(&server, "alice", "home").await;
+
+    // RFC 6121 §3.1.2: the subscription request leaves with alice's bare JID,
+    // for the component's address (not bounced as remote).
+    alice.send("<presence type='subscribe' to='bot@gw.localhost'/>").await.unwrap();
+    let mut out = gateway.expect("type='subscribe'").await.unwrap();
+    out += &gateway.expect(">").await.unwrap();
+    assert!(out.contains("from='alice@localhost'") && out.contains("to='bot@gw.localhost'"), "{out}");
+    // §3.1.5: the contact approves.
+    gateway.send("<presence type='subscribed' from='bot@gw.localhost' to='alice@localhost'/>").await.unwrap();
+    component_pings(&mut gateway, "approved").await;
+
+    // §4.2.2: alice's initial presence probes the contacts she subscribes to,
+    // the connected component's among them.
+    alice.send("<presence/>").await.unwrap();
+    let mut out = gateway.expect("type='probe'").await.unwrap();
+    out += &gateway.expect(">").await.unwrap();
+    assert!(out.contains("to='bot@gw.localhost'") && out.contains("from='alice@localhost/home'"), "{out}");
+}
