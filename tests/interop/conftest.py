@@ -13,8 +13,9 @@ from harness import Server
 
 @pytest.fixture
 def server(request):
-    # Scenarios pass Server arguments with indirect parametrization, e.g.
-    # @pytest.mark.parametrize("server", [{"components": {...}}], indirect=True).
+    # Scenarios pass Server arguments with indirect parametrisation, e.g.
+    # @pytest.mark.parametrize("server", [{"components": {...}}], indirect=True)
+    # or [{"c2s_options": "..."}] for extra [c2s] lines.
     srv = Server(**getattr(request, "param", {}))
     request.node._starling = srv
     try:

@@ -106,8 +106,10 @@ class Server:
     SQLite in its temp dir, or, when $STARLING_DATABASE_URL is a PostgreSQL
     URL, a fresh database on that server, dropped by cleanup()."""
 
-    def __init__(self, domain: str = DOMAIN, components: dict[str, str] | None = None):
-        """`components`: external components (XEP-0114) to configure, domain → secret."""
+    def __init__(self, domain: str = DOMAIN, c2s_options: str = "",
+                 components: dict[str, str] | None = None):
+        """`c2s_options`: extra [c2s] lines; `components`: external components
+        (XEP-0114) to configure, domain → secret."""
         self.binary = starling_bin()
         if not self.binary.is_file():
             raise RuntimeError(
@@ -143,6 +145,7 @@ class Server:
             f'listen = ["127.0.0.1:{self.port}"]\n'
             f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
             "require_encryption = true\n"
+            f"{c2s_options}\n"
             "\n[component]\n"
             f'listen = ["127.0.0.1:{self.component_port}"]\n'
             + "".join(f'\n[[services]]\ndomain = "{d}"\nsecret = "{secret}"\n'

@@ -40,11 +40,11 @@ fn limits(config: &Config) -> Element {
 
 /// Before authentication; what modules offer (XEP-0077's `<register/>`)
 /// comes after SASL, and only once TLS is up when it is required.
-pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings) -> Element {
+pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings, can_starttls: bool) -> Element {
     let (config, secure) = (&server.config, stream.secure);
     let mut f = features();
     let must_encrypt = !secure && config.c2s.require_encryption;
-    if !secure {
+    if can_starttls {
         let mut starttls = Element::bare("starttls", ns::TLS);
         if must_encrypt {
             starttls.append_child(Element::bare("required", ns::TLS));
@@ -76,14 +76,18 @@ pub fn pre_auth(server: &Server, stream: &StreamInfo, bindings: &ChannelBindings
 }
 
 /// After SASL success: resource binding (RFC 6120 §7), the legacy session
-/// establishment announced as optional (RFC 6121 Appendix E), and what
+/// establishment announced as optional (RFC 6121 Appendix E), the
+/// stream-level features of the session (stream management, CSI) and what
 /// modules add (roster versioning, say).
-pub fn post_auth(server: &Server) -> Element {
+pub fn post_auth(server: &Server, session_features: impl IntoIterator<Item = Element>) -> Element {
     let mut f = features();
     f.append_child(Element::bare("bind", ns::BIND));
     let mut session = Element::bare("session", ns::SESSION);
     session.append_child(Element::bare("optional", ns::SESSION));
     f.append_child(session);
+    for feature in session_features {
+        f.append_child(feature);
+    }
     for feature in server.modules.stream_features() {
         f.append_child(feature);
     }

@@ -1,8 +1,8 @@
 //! Accept loops for client ports: a semaphore caps connections; accept errors
 //! (e.g. out of file descriptors) back off instead of spinning.
 
-use crate::session::Conn;
-use crate::throttle::AuthThrottle;
+use crate::session::ClientService;
+use crate::tcp::TcpFraming;
 use crate::tls::TlsContext;
 use crate::transport::Transport;
 use starling_core::Server;
@@ -37,25 +37,20 @@ impl Listener {
 
 /// Serves client connections on `listeners` until shutdown, then waits for
 /// the sessions to close their streams.
-pub async fn serve(server: Arc<Server>, tls: Arc<TlsContext>, listeners: Vec<Listener>) {
-    let auth = &server.config.auth;
-    let throttle = Arc::new(AuthThrottle::new(
-        auth.throttle_after,
-        Duration::from_secs(auth.throttle_window_secs),
-        Duration::from_millis(auth.throttle_delay_ms),
-    ));
-    let slots = Arc::new(Semaphore::new(server.config.c2s.max_connections));
+pub async fn serve(service: Arc<ClientService>, tls: Arc<TlsContext>, listeners: Vec<Listener>) {
+    let slots = Arc::new(Semaphore::new(service.server.config.c2s.max_connections));
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        let ctx = (server.clone(), tls.clone(), throttle.clone(), slots.clone());
+        let ctx = (service.clone(), tls.clone(), slots.clone());
         accept_loops.spawn(accept_loop(listener, ctx));
     }
     accept_loops.join_all().await;
 }
 
-type Shared = (Arc<Server>, Arc<TlsContext>, Arc<AuthThrottle>, Arc<Semaphore>);
+type Shared = (Arc<ClientService>, Arc<TlsContext>, Arc<Semaphore>);
 
-async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared) {
+async fn accept_loop(listener: Listener, (service, tls, slots): Shared) {
+    let server: &Arc<Server> = &service.server;
     let mut shutdown = server.shutdown.subscribe();
     let mut sessions = JoinSet::new();
     loop {
@@ -76,11 +71,11 @@ async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared)
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (server, tls, throttle, direct_tls) = (server.clone(), tls.clone(), throttle.clone(), listener.direct_tls);
+        let (service, tls, direct_tls) = (service.clone(), tls.clone(), listener.direct_tls);
         sessions.spawn(async move {
             let io = if direct_tls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.direct.clone());
-                let handshake = Duration::from_secs(server.config.limits.handshake_timeout_secs);
+                let handshake = Duration::from_secs(service.server.config.limits.handshake_timeout_secs);
                 // Boxed so the handshake state is freed once done, not kept
                 // in every idle connection's task.
                 match tokio::time::timeout(handshake, Box::pin(acceptor.accept(tcp))).await {
@@ -90,7 +85,8 @@ async fn accept_loop(listener: Listener, (server, tls, throttle, slots): Shared)
             } else {
                 Transport::Plain(tcp)
             };
-            Conn::new(server, tls, throttle, io, peer).run().await;
+            let framing = TcpFraming::new(tls, io, peer, &service.server.config.limits);
+            service.run(framing).await;
             drop(permit);
         });
         // Reap finished sessions so the set does not grow with history.

@@ -53,6 +53,16 @@ pub struct C2sConfig {
     /// What happens when a client binds a resource already in use (RFC 6120 §7.7.2.2).
     pub resource_conflict: ResourceConflict,
     pub max_connections: usize,
+    /// Seconds a session whose connection was lost waits to be resumed
+    /// (XEP-0198 §5, advertised as `max`); 0 disables resumption.
+    pub resume_timeout_secs: u64,
+    /// Sessions of one account waiting to be resumed; a newer one ends the oldest.
+    pub max_hibernated_per_account: usize,
+    /// Stanzas sent and not acknowledged (XEP-0198) before the session stops
+    /// taking more from its queue until the client acknowledges.
+    pub max_unacked_stanzas: usize,
+    /// Stanzas held for an inactive client (XEP-0352) before they are all sent.
+    pub csi_max_held: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +238,10 @@ impl Default for C2sConfig {
             require_encryption: true,
             resource_conflict: ResourceConflict::Replace,
             max_connections: 19_000,
+            resume_timeout_secs: 300,
+            max_hibernated_per_account: 5,
+            max_unacked_stanzas: 1000,
+            csi_max_held: 100,
         }
     }
 }
@@ -320,6 +334,9 @@ impl Config {
         }
         if self.limits.session_queue == 0 {
             return invalid("limits.session_queue", "must be at least 1");
+        }
+        if self.c2s.max_unacked_stanzas == 0 || self.c2s.max_hibernated_per_account == 0 {
+            return invalid("c2s", "max_unacked_stanzas and max_hibernated_per_account must be at least 1");
         }
         if self.c2s.listen.is_empty() && self.c2s.direct_tls_listen.is_empty() {
             return invalid("c2s.listen", "no listener configured");

@@ -154,6 +154,20 @@ impl Server {
         }
     }
 
+    /// A message queued to a session that ended before writing it (RFC 6121
+    /// §8.5.3.2.1: another resource, else offline storage). While the server
+    /// shuts down every session is ending, so it goes straight to the
+    /// undeliverable hooks (offline storage) instead of another queue.
+    pub async fn redeliver(self: &Arc<Self>, stanza: Stanza) {
+        if !*self.shutdown.borrow() {
+            return self.deliver(stanza).await;
+        }
+        let stanza = Arc::new(stanza);
+        if self.run_hooks(HookPoint::MessageUndeliverable, &stanza).await == HookResult::Continue {
+            tracing::debug!(to = ?stanza.to, "message not stored at shutdown");
+        }
+    }
+
     async fn to_host(self: &Arc<Self>, stanza: Stanza) {
         if stanza.kind == StanzaKind::Iq {
             self.handle_iq(stanza, IqTarget::Host).await;

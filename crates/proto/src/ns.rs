@@ -66,3 +66,7 @@ pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const REGISTER: &str = "jabber:iq:register";
 /// XEP-0077 §8: the in-band registration stream feature.
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// XEP-0198 stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352 client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";

@@ -131,7 +131,8 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
         std::fs::write(pidfile, std::process::id().to_string())?;
     }
     tracing::info!(hosts = ?server.config.server.hosts, modules = ?server.modules.loaded(), "Starling started");
-    let serving = tokio::spawn(starling_c2s::serve(server.clone(), tls, listeners));
+    let clients = starling_c2s::ClientService::new(server.clone());
+    let serving = tokio::spawn(starling_c2s::serve(clients, tls, listeners));
     let components = tokio::spawn(starling_component::serve(server.clone(), component_listeners));
     wait_for_signal().await?;
     tracing::info!(sessions = server.router.session_count(), "shutting down");

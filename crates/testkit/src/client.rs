@@ -199,10 +199,38 @@ impl XmlClient {
 
     /// SASL PLAIN, stream restart and resource binding; returns the full JID.
     pub async fn login_plain(&mut self, user: &str, password: &str, resource: &str) -> anyhow::Result<String> {
+        self.auth_plain(user, password).await?;
+        self.bind(resource).await
+    }
+
+    /// SASL PLAIN and the stream restart; returns the post-auth features.
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> anyhow::Result<String> {
         let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
         self.expect("<success").await?;
-        self.open().await?;
+        self.open().await
+    }
+
+    /// A stream over STARTTLS, authenticated with PLAIN, not bound yet
+    /// (to bind, or to resume a session, XEP-0198 §5).
+    pub async fn authenticated(port: u16, domain: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let mut client = Self::connect(port, domain).await?;
+        client.starttls().await?;
+        client.auth_plain(user, password).await?;
+        Ok(client)
+    }
+
+    /// A barrier: a ping to the server and its answer. Everything the server
+    /// queued for this client before it handled the ping arrives first, and
+    /// is returned (RFC 6120 §10.1: stanzas of one stream in order).
+    pub async fn sync(&mut self, id: &str) -> anyhow::Result<String> {
+        let ping = format!("<iq type='get' id='{id}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", self.domain);
+        self.send(&ping).await?;
+        self.expect(&format!("id='{id}'")).await
+    }
+
+    /// Resource binding (RFC 6120 §7); returns the full JID.
+    pub async fn bind(&mut self, resource: &str) -> anyhow::Result<String> {
         self.send(&format!(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ))

@@ -39,6 +39,7 @@ pub struct TestServerBuilder {
     binary: PathBuf,
     domain: String,
     extra_config: String,
+    c2s_config: String,
     require_encryption: bool,
 }
 
@@ -59,6 +60,22 @@ impl TestServerBuilder {
         self
     }
 
+    /// Extra `key = value` lines for the generated `[c2s]` section.
+    pub fn c2s(mut self, toml: &str) -> Self {
+        self.c2s_config.push_str(toml);
+        self.c2s_config.push('\n');
+        self
+    }
+
+    /// Starts the server and makes an account for each `(user, password)`.
+    pub fn with_users(self, users: &[(&str, &str)]) -> anyhow::Result<TestServer> {
+        let server = self.start()?;
+        for (user, password) in users {
+            server.add_user(user, password)?;
+        }
+        Ok(server)
+    }
+
     pub fn require_encryption(mut self, yes: bool) -> Self {
         self.require_encryption = yes;
         self
@@ -69,11 +86,12 @@ impl TestServerBuilder {
         let (port, tls_port, component_port) = (free_port(), free_port(), free_port());
         let config = format!(
             "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n\n\
+             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
              [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n{extra}",
             domain = self.domain,
             data = dir.path().join("data").display(),
             req = self.require_encryption,
+            c2s = self.c2s_config,
             extra = self.extra_config,
         );
         std::fs::write(dir.path().join("starling.toml"), config)?;
@@ -103,6 +121,7 @@ impl TestServer {
             binary: binary.into(),
             domain: "localhost".into(),
             extra_config: String::new(),
+            c2s_config: String::new(),
             require_encryption: true,
         }
     }
