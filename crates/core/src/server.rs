@@ -155,7 +155,8 @@ impl Server {
     }
 
     /// A message queued to a session that ended before writing it (RFC 6121
-    /// §8.5.3.2.1: another resource, else offline storage). While the server
+    /// §8.5.3.2.1: a chat message goes to another resource, else offline
+    /// storage; other types to a full JID bounce). While the server
     /// shuts down every session is ending, so it goes straight to the
     /// undeliverable hooks (offline storage) instead of another queue.
     pub async fn redeliver(self: &Arc<Self>, stanza: Stanza) {
