@@ -266,3 +266,29 @@ async fn users_subscribe_to_component_contacts() {
     out += &gateway.expect(">").await.unwrap();
     assert!(out.contains("to='bot@gw.localhost'") && out.contains("from='alice@localhost/home'"), "{out}");
 }
+
+#[tokio::test]
+async fn oversized_component_stanzas_end_only_that_stream() {
+    let server = TestServer::builder(BIN)
+        .component(GATEWAY, SECRET)
+        .config("[limits]\nmax_stanza_bytes = 10000\n")
+        .start()
+        .expect("server starts");
+    server.add_user("alice", "secret").unwrap();
+    let (mut alice, alice_jid) = bound(&server, "alice", "home").await;
+    let mut gateway = component(&server).await;
+    // The client limit applies to components too: RFC 6120 §13.12 item 4,
+    // `policy-violation` (§4.9.3.16) once the stanza passes it.
+    let body = "x".repeat(12_000);
+    gateway
+        .send(&format!("<message from='bot@{GATEWAY}' to='{alice_jid}'><body>{body}</body></message>"))
+        .await
+        .unwrap();
+    let out = gateway.expect_closed().await.unwrap();
+    assert!(out.contains("<policy-violation "), "{out}");
+    // Alice is unharmed; the domain is free for the component to come back.
+    alice.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
+    alice.expect("id='alive'").await.unwrap();
+    let mut again = component(&server).await;
+    component_pings(&mut again, "back").await;
+}
