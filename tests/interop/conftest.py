@@ -13,8 +13,10 @@ from harness import Server
 
 @pytest.fixture
 def server(request):
-    # Indirect parametrisation passes extra [c2s] lines.
-    srv = Server(c2s_options=getattr(request, "param", ""))
+    # Scenarios pass Server arguments with indirect parametrisation, e.g.
+    # @pytest.mark.parametrize("server", [{"components": {...}}], indirect=True)
+    # or [{"c2s_options": "..."}] for extra [c2s] lines.
+    srv = Server(**getattr(request, "param", {}))
     request.node._starling = srv
     try:
         srv.start()

@@ -106,7 +106,10 @@ class Server:
     SQLite in its temp dir, or, when $STARLING_DATABASE_URL is a PostgreSQL
     URL, a fresh database on that server, dropped by cleanup()."""
 
-    def __init__(self, domain: str = DOMAIN, c2s_options: str = ""):
+    def __init__(self, domain: str = DOMAIN, c2s_options: str = "",
+                 components: dict[str, str] | None = None):
+        """`c2s_options`: extra [c2s] lines; `components`: external components
+        (XEP-0114) to configure, domain → secret."""
         self.binary = starling_bin()
         if not self.binary.is_file():
             raise RuntimeError(
@@ -117,8 +120,10 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix="starling-interop-"))
         self.port = free_port()
         self.tls_port = free_port()
-        while self.tls_port == self.port:
+        self.component_port = free_port()
+        while len({self.port, self.tls_port, self.component_port}) < 3:
             self.tls_port = free_port()
+            self.component_port = free_port()
         self.config_path = self.dir / "starling.toml"
         self.pidfile = self.dir / "starling.pid"
         self.log_path = self.dir / "server.log"
@@ -141,6 +146,10 @@ class Server:
             f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
             "require_encryption = true\n"
             f"{c2s_options}\n"
+            "\n[component]\n"
+            f'listen = ["127.0.0.1:{self.component_port}"]\n'
+            + "".join(f'\n[[services]]\ndomain = "{d}"\nsecret = "{secret}"\n'
+                      for d, secret in (components or {}).items())
         )
 
     # -- process -------------------------------------------------------
@@ -323,11 +332,53 @@ class Client(slixmpp.ClientXMPP):
         await asyncio.wait_for(self.disconnect(wait=5.0), 10)
 
 
+class Component(slixmpp.ComponentXMPP):
+    """A slixmpp external component (XEP-0114) for `domain` on the test
+    server's component port."""
+
+    def __init__(self, server: Server, domain: str, secret: str, *, plugins: tuple[str, ...] = ()):
+        super().__init__(domain, secret, "127.0.0.1", server.component_port)
+        self.use_ipv6 = False
+        for p in plugins:
+            self.register_plugin(p)
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("message", self.messages.put_nowait)
+
+    async def login(self, timeout: float = STEP_TIMEOUT) -> None:
+        """Connect and wait for the accepted handshake (session_start)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def finish(kind):
+            def handler(data=None):
+                if not done.done():
+                    done.set_result((kind, data))
+            return handler
+
+        self.add_event_handler("session_start", finish("ok"), disposable=True)
+        self.add_event_handler("stream_error", finish("stream_error"), disposable=True)
+        self.add_event_handler("disconnected", finish("disconnected"), disposable=True)
+        self.add_event_handler("connection_failed", finish("connection_failed"), disposable=True)
+        self.connect()
+        kind, data = await asyncio.wait_for(done, timeout)
+        if kind != "ok":
+            raise LoginFailed(f"component {self.boundjid}: {kind}: {data}")
+
+    async def next_message(self, timeout: float = STEP_TIMEOUT):
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def close(self) -> None:
+        if self.transport is None:
+            self.cancel_connection_attempt()
+            return
+        await asyncio.wait_for(self.disconnect(wait=5.0), 10)
+
+
 def run(coro, timeout: float = 60.0):
     """Run one scenario coroutine on a fresh event loop, bounded in time."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def close_all(*clients: Client) -> None:
+async def close_all(*clients: Client | Component) -> None:
     for c in clients:
         await c.close()

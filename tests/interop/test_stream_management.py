@@ -92,7 +92,7 @@ def test_lost_connection_resumes_with_nothing_lost_or_repeated(server):
     run(scenario())
 
 
-@pytest.mark.parametrize("server", ["resume_timeout_secs = 1"], indirect=True)
+@pytest.mark.parametrize("server", [{"c2s_options": "resume_timeout_secs = 1"}], indirect=True)
 def test_resume_after_the_timeout_fails_and_messages_wait_offline(server):
     async def scenario():
         alice, _ = await phone(server)

@@ -15,6 +15,11 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    /// The XEP-0114 listener for external components.
+    pub component: ComponentListenConfig,
+    /// Service domains `[[services]]`, each served by a module or by an
+    /// external component.
+    pub services: Vec<ServiceConfig>,
     /// Per-module sections `[modules.NAME]`; which modules run is
     /// `server.modules`.
     pub modules: BTreeMap<String, toml::Value>,
@@ -61,6 +66,64 @@ pub struct C2sConfig {
     /// Seconds a FAST login token (XEP-0484) is valid; it is renewed when
     /// used past half of that.
     pub fast_token_lifetime_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentListenConfig {
+    /// Ports external components (XEP-0114, `jabber:component:accept`)
+    /// connect to; only opened when a service has a `secret`.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// One service domain (`[[services]]`): listed in its host's disco#items
+/// (XEP-0030), and every stanza to the domain or an address at it
+/// (`room@domain/nick`) goes to whoever serves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub domain: String,
+    /// The host whose disco#items lists the service; default: the host the
+    /// domain is a subdomain of.
+    pub host: Option<String>,
+    /// The name in disco#items.
+    pub name: Option<String>,
+    /// Served by this module (one in `server.modules`)…
+    pub module: Option<String>,
+    /// …with these options for this domain.
+    pub options: Option<toml::Table>,
+    /// …or by an external component (XEP-0114) that authenticates with this secret.
+    pub secret: Option<String>,
+}
+
+/// Who serves a service domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind<'a> {
+    Module(&'a str),
+    Component { secret: &'a str },
+}
+
+impl ServiceConfig {
+    /// Validation made sure exactly one of `module` and `secret` is set.
+    pub fn kind(&self) -> ServiceKind<'_> {
+        match (&self.module, &self.secret) {
+            (Some(module), _) => ServiceKind::Module(module),
+            (None, secret) => ServiceKind::Component { secret: secret.as_deref().unwrap_or_default() },
+        }
+    }
+
+    /// The host whose disco#items lists it (validation made sure there is one).
+    pub fn parent_host<'a>(&'a self, hosts: &'a [String]) -> Option<&'a str> {
+        if let Some(host) = &self.host {
+            return Some(host);
+        }
+        // The longest host the domain is under, so `a.b.example.com` goes to `b.example.com`.
+        hosts
+            .iter()
+            .filter(|h| self.domain.strip_suffix(h.as_str()).is_some_and(|rest| rest.ends_with('.')))
+            .max_by_key(|h| h.len())
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -187,6 +250,12 @@ impl Default for C2sConfig {
     }
 }
 
+impl Default for ComponentListenConfig {
+    fn default() -> Self {
+        ComponentListenConfig { listen: vec!["127.0.0.1:5347".parse().expect("valid literal")] }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -276,9 +345,42 @@ impl Config {
         if self.c2s.listen.is_empty() && self.c2s.direct_tls_listen.is_empty() {
             return invalid("c2s.listen", "no listener configured");
         }
+        self.validate_services()?;
         for name in self.modules.keys() {
             if !self.server.modules.contains(name) {
                 return invalid("modules", &format!("section [modules.{name}] for a module not in server.modules"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid { key: "services", message });
+        let mut seen = std::collections::HashSet::new();
+        for service in &self.services {
+            let domain = &service.domain;
+            // Addresses are compared in their normalised form (RFC 7622 §3.2: lowercase).
+            if starling_proto::BareJid::new(domain).map_or(true, |j| j.node().is_some() || j.as_str() != domain) {
+                return invalid(format!("{domain:?} is not a valid domain in normalised (lowercase) form"));
+            }
+            if self.is_local_host(domain) || !seen.insert(domain) {
+                return invalid(format!("{domain:?} is configured twice (or is also in server.hosts)"));
+            }
+            match service.parent_host(&self.server.hosts) {
+                Some(host) if self.is_local_host(host) => {}
+                Some(host) => return invalid(format!("{domain:?}: host {host:?} is not in server.hosts")),
+                None => return invalid(format!("{domain:?} is under no host of server.hosts: set `host`")),
+            }
+            match (&service.module, &service.secret) {
+                (Some(module), None) if self.server.modules.contains(module) => {}
+                (Some(module), None) => {
+                    return invalid(format!("{domain:?}: module {module:?} is not in server.modules"));
+                }
+                (None, Some(secret)) if service.options.is_none() && !secret.is_empty() => {}
+                (None, Some(_)) => {
+                    return invalid(format!("{domain:?}: a component needs a non-empty secret and takes no options"));
+                }
+                _ => return invalid(format!("{domain:?}: set either `module` or (for a component) `secret`")),
             }
         }
         Ok(())
@@ -317,7 +419,30 @@ mod tests {
         assert_eq!(format!("{:?}", example.limits), format!("{:?}", defaults.limits));
         assert_eq!(format!("{:?}", example.auth), format!("{:?}", defaults.auth));
         assert_eq!(format!("{:?}", example.c2s), format!("{:?}", defaults.c2s));
+        assert_eq!(format!("{:?}", example.component), format!("{:?}", defaults.component));
         assert_eq!(example.server.modules, defaults.server.modules);
+    }
+
+    #[test]
+    fn services_are_validated() {
+        let base = "[server]\nhosts = [\"example.com\"]\nmodules = [\"disco\"]\n";
+        let parse = |services: &str| Config::parse(&format!("{base}{services}"));
+        let ok = parse("[[services]]\ndomain = \"a.b.example.com\"\nsecret = \"s\"\n").unwrap();
+        assert_eq!(ok.services[0].parent_host(&ok.server.hosts), Some("example.com"));
+        assert_eq!(ok.services[0].kind(), ServiceKind::Component { secret: "s" });
+        for (services, why) in [
+            ("[[services]]\ndomain = \"c.example.org\"\nsecret = \"s\"\n", "under no host"),
+            ("[[services]]\ndomain = \"c.example.com\"\n", "either"),
+            ("[[services]]\ndomain = \"c.example.com\"\nsecret = \"s\"\nmodule = \"disco\"\n", "either"),
+            ("[[services]]\ndomain = \"c.example.com\"\nsecret = \"\"\n", "non-empty"),
+            ("[[services]]\ndomain = \"c.example.com\"\nmodule = \"muc\"\n", "not in server.modules"),
+            ("[[services]]\ndomain = \"example.com\"\nsecret = \"s\"\n", "twice"),
+            ("[[services]]\ndomain = \"GW.example.com\"\nsecret = \"s\"\n", "lowercase"),
+            ("[[services]]\ndomain = \"c.example.com\"\nsecret = \"s\"\nhost = \"x.org\"\n", "not in server.hosts"),
+        ] {
+            let e = parse(services).unwrap_err().to_string();
+            assert!(e.contains("services") && e.contains(why), "{services}: {e}");
+        }
     }
 
     #[test]

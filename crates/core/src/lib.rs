@@ -3,6 +3,7 @@
 //! plug in through [`module::ModuleContext`].
 
 pub mod config;
+pub mod domains;
 pub mod module;
 pub mod router;
 pub mod server;

@@ -6,6 +6,8 @@
 //! The registry is read on every stanza, so it is an immutable snapshot behind
 //! an `ArcSwap`: readers never lock; (rare) loads and unloads copy and swap.
 
+use crate::config::{ServiceConfig, ServiceKind};
+use crate::domains::ServiceHandler;
 use crate::Server;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
@@ -37,6 +39,8 @@ pub enum ModuleError {
     Config { module: String, message: String },
     #[error("module {module}: IQ handler for {namespace} already registered by {owner}")]
     IqConflict { module: &'static str, namespace: &'static str, owner: &'static str },
+    #[error("module {module} serves no domain {domain:?} (configured in [[services]])")]
+    ServiceNotServed { module: &'static str, domain: String },
     #[error("module {module}: {message}")]
     Failed { module: &'static str, message: String },
 }
@@ -103,6 +107,9 @@ pub enum HookPoint {
     /// A stanza for a local account (bare or full JID, or none for the
     /// account itself), before it is delivered or handled.
     Inbound(StanzaKind),
+    /// A stanza to a local address of one routing class (Prosody's
+    /// `message/bare`, `iq/host`…); for accounts it runs after `Inbound(kind)`.
+    To(StanzaKind, Addressed),
     /// A message for a local account that has no resource to take it
     /// (RFC 6121 §8.5.2.2): the place for offline storage.
     MessageUndeliverable,
@@ -114,6 +121,25 @@ pub enum HookPoint {
     /// The account's last session ended (after its `SessionClosed`): the
     /// place to drop what was cached for an online account.
     AccountOffline,
+}
+
+/// The routing class of a local address (RFC 6120 §10.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Addressed {
+    /// The server itself: `example.com`.
+    Host,
+    /// An account: `user@example.com` (or no `to`: the sender's own account).
+    Bare,
+    /// One session: `user@example.com/resource`.
+    Full,
+}
+
+/// A `[[services]]` domain a module is configured to serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceDomain {
+    pub domain: String,
+    /// The service's `options` table (empty when none is given).
+    pub options: toml::Table,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +194,8 @@ struct Registry {
     disco_extensions: Vec<(&'static str, Element)>,
     /// In load order.
     presence_decorators: Vec<(&'static str, PresenceDecorator)>,
+    /// Service domains and the module serving each.
+    services: HashMap<String, (&'static str, ServiceHandler)>,
     /// Bumped by every load and unload, so values derived from the whole
     /// registry can be cached.
     generation: u64,
@@ -192,6 +220,8 @@ impl Registry {
 pub struct ModuleContext {
     module: &'static str,
     registered: Registry,
+    /// The service domains configured for this module.
+    services: Vec<ServiceDomain>,
 }
 
 impl ModuleContext {
@@ -258,6 +288,23 @@ impl ModuleContext {
         self.registered.presence_decorators.push((self.module, decorator));
     }
 
+    /// The `[[services]]` domains configured for this module: it must serve
+    /// each with [`serve_domain`](Self::serve_domain).
+    pub fn services(&self) -> &[ServiceDomain] {
+        &self.services
+    }
+
+    /// Takes every stanza addressed to `domain` or to an address at it;
+    /// `domain` is one of [`services`](Self::services).
+    pub fn serve_domain<F, Fut>(&mut self, domain: &str, handler: F)
+    where
+        F: Fn(Arc<Server>, Stanza) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler: ServiceHandler = Arc::new(move |server, stanza| Box::pin(handler(server, stanza)));
+        self.registered.services.insert(domain.to_owned(), (self.module, handler));
+    }
+
     /// Runs `hook` at `point`; higher priorities run first.
     pub fn hook<F, Fut>(&mut self, point: HookPoint, priority: i32, hook: F)
     where
@@ -272,11 +319,28 @@ impl ModuleContext {
 #[derive(Default)]
 pub struct ModuleRegistry {
     snapshot: ArcSwap<Registry>,
+    /// `[[services]]` served by modules: (module name, domain).
+    service_domains: Vec<(String, ServiceDomain)>,
     /// Loaded module instances; a lock is fine here, only (un)loading takes it.
     loaded: Mutex<Vec<(&'static str, Box<dyn Any + Send + Sync>)>>,
 }
 
 impl ModuleRegistry {
+    /// A registry whose modules serve the module services of `services`.
+    pub fn new(services: &[ServiceConfig]) -> Self {
+        let service_domains = services
+            .iter()
+            .filter_map(|s| match s.kind() {
+                ServiceKind::Module(module) => Some((
+                    module.to_owned(),
+                    ServiceDomain { domain: s.domain.clone(), options: s.options.clone().unwrap_or_default() },
+                )),
+                ServiceKind::Component { .. } => None,
+            })
+            .collect();
+        ModuleRegistry { service_domains, ..Default::default() }
+    }
+
     /// Loads module `M` with its config section (absent = defaults).
     pub fn load<M: Module>(&self, config: Option<toml::Value>) -> Result<(), ModuleError> {
         let config_error = |e: toml::de::Error| ModuleError::Config { module: M::NAME.into(), message: e.to_string() };
@@ -288,8 +352,19 @@ impl ModuleRegistry {
         if loaded.iter().any(|(n, _)| *n == M::NAME) {
             return Err(ModuleError::AlreadyLoaded(M::NAME));
         }
-        let mut ctx = ModuleContext { module: M::NAME, registered: Registry::default() };
+        let services = self.service_domains.iter().filter(|(m, _)| m == M::NAME).map(|(_, s)| s.clone()).collect();
+        let mut ctx = ModuleContext { module: M::NAME, registered: Registry::default(), services };
         let instance = M::load(cfg, &mut ctx)?;
+        let served = &ctx.registered.services;
+        if let Some(missing) = ctx.services.iter().find(|s| !served.contains_key(&s.domain)) {
+            return Err(ModuleError::ServiceNotServed { module: M::NAME, domain: missing.domain.clone() });
+        }
+        if let Some(stray) = served.keys().find(|d| !ctx.services.iter().any(|s| &s.domain == *d)) {
+            return Err(ModuleError::Failed {
+                module: M::NAME,
+                message: format!("{stray:?} is not in its [[services]]"),
+            });
+        }
         let mut next = Registry::clone(&self.snapshot.load());
         let new = ctx.registered;
         for (namespace, entries) in new.iq {
@@ -309,6 +384,7 @@ impl ModuleRegistry {
         next.pre_auth_features.extend(new.pre_auth_features);
         next.disco_extensions.extend(new.disco_extensions);
         next.presence_decorators.extend(new.presence_decorators);
+        next.services.extend(new.services);
         next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
@@ -337,6 +413,7 @@ impl ModuleRegistry {
         next.pre_auth_features.retain(|(m, _)| *m != name);
         next.disco_extensions.retain(|(m, _)| *m != name);
         next.presence_decorators.retain(|(m, _)| *m != name);
+        next.services.retain(|_, (m, _)| *m != name);
         next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
@@ -389,6 +466,11 @@ impl ModuleRegistry {
 
     pub(crate) fn presence_decorators(&self) -> Vec<PresenceDecorator> {
         self.snapshot.load().presence_decorators.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// The handler of a module's service domain, if its module is loaded.
+    pub(crate) fn service_handler(&self, domain: &str) -> Option<ServiceHandler> {
+        self.snapshot.load().services.get(domain).map(|(_, h)| h.clone())
     }
 
     /// Changes whenever a module is loaded or unloaded.

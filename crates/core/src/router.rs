@@ -52,12 +52,18 @@ impl SessionHandle {
     /// Queues a stanza; on failure the element comes back, so a caller can
     /// bounce it without having cloned it first.
     pub fn queue(&self, el: Element) -> Result<(), (DeliveryError, Element)> {
-        self.tx.try_send(Outbound::stanza(el)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(Outbound::Stanza(el)) => (DeliveryError::QueueFull, *el),
-            mpsc::error::TrySendError::Closed(Outbound::Stanza(el)) => (DeliveryError::Gone, *el),
-            _ => unreachable!("a stanza was sent"),
-        })
+        try_queue(&self.tx, el)
     }
+}
+
+/// Queues a stanza on a session's or a component's queue, giving the
+/// element back on failure.
+pub(crate) fn try_queue(tx: &mpsc::Sender<Outbound>, el: Element) -> Result<(), (DeliveryError, Element)> {
+    tx.try_send(Outbound::stanza(el)).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(Outbound::Stanza(el)) => (DeliveryError::QueueFull, *el),
+        mpsc::error::TrySendError::Closed(Outbound::Stanza(el)) => (DeliveryError::Gone, *el),
+        _ => unreachable!("a stanza was sent"),
+    })
 }
 
 #[derive(Debug)]

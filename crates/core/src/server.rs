@@ -2,7 +2,8 @@
 //! (RFC 6120 §10, RFC 6121 §8) between local sessions and modules.
 
 use crate::config::Config;
-use crate::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, StreamInfo};
+use crate::domains::{ComponentLink, DomainKind, DomainTable, Route};
+use crate::module::{Addressed, HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, StreamInfo};
 use crate::router::{DeliveryError, Outbound, Router};
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 pub struct Server {
     pub config: Config,
     pub router: Router,
+    /// Who serves each domain: hosts, module services, components, remote.
+    pub domains: DomainTable,
     pub modules: ModuleRegistry,
     /// Every kind of stored data (accounts, rosters, offline messages…).
     pub store: Arc<dyn Store>,
@@ -21,16 +24,23 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Server {
-            config,
             router: Router::default(),
-            modules: ModuleRegistry::default(),
+            domains: DomainTable::new(&config),
+            modules: ModuleRegistry::new(&config.services),
+            config,
             store,
             shutdown: tokio::sync::watch::channel(false).0,
         })
     }
 
-    pub fn is_local(&self, jid: &Jid) -> bool {
-        self.config.is_local_host(jid.domain().as_str())
+    /// Where stanzas to `domain` go.
+    pub fn resolve(&self, domain: &str) -> Route {
+        match self.domains.kind(domain) {
+            DomainKind::Host => Route::Host,
+            DomainKind::Service => Route::Service(self.modules.service_handler(domain)),
+            DomainKind::Component => Route::Component(self.domains.component(domain)),
+            DomainKind::Remote => Route::Remote,
+        }
     }
 
     /// Runs the hooks at `point` in priority order until one handles the stanza.
@@ -97,17 +107,33 @@ impl Server {
                 None => return,
             },
         };
-        if !self.is_local(&to) {
+        match self.resolve(to.domain().as_str()) {
+            Route::Host => {}
+            Route::Service(Some(serve)) => return serve(self.clone(), Arc::unwrap_or_clone(stanza)).await,
+            Route::Component(Some(link)) => return self.to_component(Arc::unwrap_or_clone(stanza), &link),
+            // RFC 6120 §8.3.3.19: the service is there but not serving now.
+            Route::Service(None) | Route::Component(None) => {
+                return self.bounce(&stanza, StanzaError::service_unavailable())
+            }
             // Federation is not there yet: RFC 6120 §10.4.2.
-            return self.bounce(&stanza, StanzaError::remote_server_not_found());
+            Route::Remote => return self.bounce(&stanza, StanzaError::remote_server_not_found()),
         }
-        match (to.node().is_some(), to.resource().is_some()) {
-            (false, false) => return self.to_host(Arc::unwrap_or_clone(stanza)).await,
+        let addressed = match (to.node().is_some(), to.resource().is_some()) {
+            (false, false) => Addressed::Host,
             (false, true) => return self.bounce(&stanza, StanzaError::service_unavailable()),
-            _ => {}
-        }
-        if self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled {
+            (true, false) => Addressed::Bare,
+            (true, true) => Addressed::Full,
+        };
+        if addressed != Addressed::Host
+            && self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled
+        {
             return;
+        }
+        if self.run_hooks(HookPoint::To(stanza.kind, addressed), &stanza).await == HookResult::Handled {
+            return;
+        }
+        if addressed == Addressed::Host {
+            return self.to_host(Arc::unwrap_or_clone(stanza)).await;
         }
         // Hooks are done with it: usually no copy is made here.
         let mut stanza = Arc::unwrap_or_clone(stanza);
@@ -122,8 +148,15 @@ impl Server {
         }
     }
 
+    fn to_component(&self, stanza: Stanza, link: &ComponentLink) {
+        if let Some(stanza) = self.queue_with(stanza, |el| link.queue(el)) {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+        }
+    }
+
     /// A message queued to a session that ended before writing it (RFC 6121
-    /// §8.5.3.2.1: another resource, else offline storage). While the server
+    /// §8.5.3.2.1: a chat message goes to another resource, else offline
+    /// storage; other types to a full JID bounce). While the server
     /// shuts down every session is ending, so it goes straight to the
     /// undeliverable hooks (offline storage) instead of another queue.
     pub async fn redeliver(self: &Arc<Self>, stanza: Stanza) {
@@ -190,10 +223,13 @@ impl Server {
                     self.bounce(&stanza, StanzaError::service_unavailable());
                 }
             }
+            // §8.5.3.2.1: only chat messages go on as if to the bare JID.
+            // Normal (no type), groupchat and headline ones are ignored or
+            // bounced; headlines are not worth an error, and errors never are.
             StanzaKind::Message => match stanza.type_.as_deref() {
-                Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
+                Some("chat") => Box::pin(self.message_to_bare(stanza, &full.to_bare())).await,
                 Some("error") | Some("headline") => {}
-                _ => Box::pin(self.message_to_bare(stanza, &full.to_bare())).await,
+                _ => self.bounce(&stanza, StanzaError::service_unavailable()),
             },
             StanzaKind::Presence => {}
         }
@@ -281,18 +317,29 @@ impl Server {
         }
     }
 
-    /// Sends a stanza error back to the (local) sender of `stanza`.
+    /// Sends a stanza error back to the sender of `stanza` (a local
+    /// session or a component).
     pub fn bounce(&self, stanza: &Stanza, err: StanzaError) {
         if let Some(reply) = stanza.error_reply(&err) {
             self.send_to_local(reply);
         }
     }
 
-    /// Delivers a server-generated stanza to the local full JID in its `to`.
+    /// Delivers a server-generated stanza to the local full JID in its
+    /// `to`, or to the component serving its domain.
     pub fn send_to_local(&self, el: Element) {
-        let Some(to) = el.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+        let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
+        if !self.domains.is_host(to.domain().as_str()) {
+            if let Some(link) = self.domains.component(to.domain().as_str()) {
+                if let Err((e, _)) = link.queue(el) {
+                    tracing::debug!(%to, error = %e, "dropping server reply to a component");
+                }
+            }
+            return;
+        }
+        let Ok(to) = to.try_into_full() else { return };
         if let Some(handle) = self.router.session(&to) {
             if let Err(e) = handle.send(Outbound::stanza(el)) {
                 tracing::debug!(%to, error = %e, "dropping server reply");

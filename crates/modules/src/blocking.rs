@@ -12,6 +12,7 @@
 use crate::store::{account, store_error};
 use dashmap::DashMap;
 use serde::Deserialize;
+use starling_core::domains::DomainKind;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::{element, set_attr};
@@ -306,7 +307,7 @@ async fn presence_change(server: &Arc<Server>, owner: &BareJid, before: &List, a
     };
     for item in roster.iter().filter(|i| i.subscription.has_from()) {
         let Ok(contact) = Jid::new(&item.contact) else { continue };
-        if !server.is_local(&contact) {
+        if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote {
             continue; // no federation yet
         }
         let (was, is) = (matches(before, &contact), matches(after, &contact));
@@ -360,7 +361,7 @@ async fn enforce(lists: &Blocklists, server: &Arc<Server>, stanza: &Stanza, outb
     let (user, peer) = if outbound { (from, to) } else { (to, from) };
     // §6 note: never between the user's own resources; and the user's own
     // server stays reachable.
-    if same_account(user, peer) || (peer.node().is_none() && server.is_local(peer)) {
+    if same_account(user, peer) || (peer.node().is_none() && server.domains.is_host(peer.domain().as_str())) {
         return HookResult::Continue;
     }
     let error = match lists.get(server, &user.to_bare()).await {

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, ModuleRegistry};
 use starling_proto::xml::element;
-use starling_proto::{ns, Element, IqType, StanzaError};
+use starling_proto::xmpp_parsers::disco::{DiscoItemsResult, Item};
+use starling_proto::{ns, Element, IqType, Jid, StanzaError};
 
 pub struct Disco;
 
@@ -22,10 +23,7 @@ impl Module for Disco {
         ctx.add_feature(ns::DISCO_INFO);
         ctx.add_feature(ns::DISCO_ITEMS);
         ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_INFO, server_info);
-        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_ITEMS, |req| async move {
-            // No sub-services (MUC, upload…) exist yet; §4.2 allows an empty list.
-            Ok(Some(echo_node(&req, ns::DISCO_ITEMS)))
-        });
+        ctx.handle_iq(IqTarget::Host, IqType::Get, ns::DISCO_ITEMS, server_items);
         ctx.handle_iq(IqTarget::Account, IqType::Get, ns::DISCO_INFO, account_info);
         Ok(Disco)
     }
@@ -37,6 +35,25 @@ fn echo_node(req: &IqRequest, namespace: &str) -> Element {
         Some(node) => element("query", namespace, &[("node", node)]),
         None => Element::bare("query", namespace),
     }
+}
+
+/// §4.1: the host's items are the service domains configured under it
+/// (modules' and external components'); its nodes have none (§4.2).
+async fn server_items(req: IqRequest) -> IqResult {
+    let node = req.payload().attr("node").map(str::to_owned);
+    let host = req.stanza.to.as_ref().map(|to| to.domain().as_str()).unwrap_or_default();
+    let items = match node {
+        Some(_) => Vec::new(),
+        None => req
+            .server
+            .domains
+            .services_of(host)
+            .filter_map(|(domain, name)| {
+                Some(Item { jid: Jid::new(domain).ok()?, node: None, name: name.map(str::to_owned) })
+            })
+            .collect(),
+    };
+    Ok(Some(DiscoItemsResult { node, items, rsm: None }.into()))
 }
 
 async fn server_info(req: IqRequest) -> IqResult {

@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     if let Command::CheckConfig = cli.command {
         // Loading the modules into a scratch registry checks their sections too.
-        let registry = starling_core::ModuleRegistry::default();
+        let registry = starling_core::ModuleRegistry::new(&config.services);
         for name in &config.server.modules {
             starling_modules::load(&registry, name, config.modules.get(name).cloned())?;
         }
@@ -112,6 +112,15 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             listeners.push(listener);
         }
     }
+    // XEP-0114: the component port is only opened when a component is configured.
+    let mut component_listeners = Vec::new();
+    if config.services.iter().any(|s| s.secret.is_some()) {
+        for addr in &config.component.listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(%addr, "listening for components");
+            component_listeners.push(listener);
+        }
+    }
     let modules = config.server.modules.clone();
     let mut sections = config.modules.clone();
     let server = Server::new(config, Arc::new(store.clone()));
@@ -124,10 +133,12 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(hosts = ?server.config.server.hosts, modules = ?server.modules.loaded(), "Starling started");
     let clients = starling_c2s::ClientService::new(server.clone())?;
     let serving = tokio::spawn(starling_c2s::serve(clients, tls, listeners));
+    let components = tokio::spawn(starling_component::serve(server.clone(), component_listeners));
     wait_for_signal().await?;
     tracing::info!(sessions = server.router.session_count(), "shutting down");
     server.shutdown.send_replace(true);
     serving.await?;
+    components.await?;
     store.close().await;
     if let Some(pidfile) = &pidfile {
         let _ = std::fs::remove_file(pidfile);

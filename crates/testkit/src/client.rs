@@ -241,6 +241,39 @@ impl XmlClient {
         Ok(reply[start..end].to_owned())
     }
 
+    /// Opens an external component's stream (XEP-0114 §3) for `self.domain`
+    /// and returns the stream id the server sent.
+    pub async fn open_component_stream(&mut self) -> anyhow::Result<String> {
+        self.send(&format!(
+            "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{}'>",
+            self.domain
+        ))
+        .await?;
+        self.expect("<stream:stream").await?;
+        let header = self.expect(">").await?;
+        let start = header.find(" id='").context("stream header has an id")? + 5;
+        let len = header[start..].find('\'').context("stream header has an id")?;
+        Ok(header[start..start + len].to_owned())
+    }
+
+    /// Sends the XEP-0114 §3 handshake for `secret` on a stream opened with
+    /// [`open_component_stream`](Self::open_component_stream).
+    pub async fn send_component_handshake(&mut self, stream_id: &str, secret: &str) -> anyhow::Result<()> {
+        use sha1::Digest;
+        let digest = sha1::Sha1::new().chain_update(stream_id).chain_update(secret).finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.send(&format!("<handshake>{hex}</handshake>")).await
+    }
+
+    /// An external component connected and authenticated for `domain`.
+    pub async fn component(port: u16, domain: &str, secret: &str) -> anyhow::Result<Self> {
+        let mut component = Self::connect(port, domain).await?;
+        let id = component.open_component_stream().await?;
+        component.send_component_handshake(&id, secret).await?;
+        component.expect("<handshake").await?;
+        Ok(component)
+    }
+
     /// A bound session over STARTTLS with PLAIN.
     pub async fn logged_in(
         port: u16,

@@ -31,6 +31,8 @@ pub struct TestServer {
     pub port: u16,
     /// Direct TLS port.
     pub tls_port: u16,
+    /// External component (XEP-0114) port; open when a component is configured.
+    pub component_port: u16,
 }
 
 pub struct TestServerBuilder {
@@ -46,6 +48,11 @@ fn free_port() -> u16 {
 }
 
 impl TestServerBuilder {
+    /// Configures an external component (XEP-0114) for `domain`.
+    pub fn component(self, domain: &str, secret: &str) -> Self {
+        self.config(&format!("[[services]]\ndomain = \"{domain}\"\nsecret = \"{secret}\"\n"))
+    }
+
     /// Extra TOML appended to the generated config (its own sections only).
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
@@ -76,10 +83,11 @@ impl TestServerBuilder {
 
     pub fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
-        let (port, tls_port) = (free_port(), free_port());
+        let (port, tls_port, component_port) = (free_port(), free_port(), free_port());
         let config = format!(
             "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n{extra}",
+             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
+             [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n{extra}",
             domain = self.domain,
             data = dir.path().join("data").display(),
             req = self.require_encryption,
@@ -91,8 +99,16 @@ impl TestServerBuilder {
             Ok(url) if is_postgres(&url) => Some(FreshDatabase::create(&url)?),
             _ => None,
         };
-        let mut server =
-            TestServer { child: None, dir, binary: self.binary, database, domain: self.domain, port, tls_port };
+        let mut server = TestServer {
+            child: None,
+            dir,
+            binary: self.binary,
+            database,
+            domain: self.domain,
+            port,
+            tls_port,
+            component_port,
+        };
         server.spawn()?;
         Ok(server)
     }

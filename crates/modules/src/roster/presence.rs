@@ -2,10 +2,26 @@
 //! login, probes, and subscription requests kept for offline users.
 
 use super::cache::{account, Rosters};
+use starling_core::domains::DomainKind;
 use starling_core::module::HookResult;
 use starling_core::Server;
 use starling_proto::xml::set_attr;
 use starling_proto::{ns, BareJid, Element, Jid, Stanza};
+
+/// Whether presence for `contact` can reach anyone: an account here with an
+/// available resource (RFC 6121 §4.2.2: only those would get anything, and
+/// others are skipped without routing), a module's service, or a connected
+/// component (one that is away would only bounce it). Federation is not
+/// there yet: remote contacts are skipped.
+fn reachable(server: &Server, contact: &BareJid) -> bool {
+    let domain = contact.domain().as_str();
+    match server.domains.kind(domain) {
+        DomainKind::Host => server.router.has_available(contact),
+        DomainKind::Service => true,
+        DomainKind::Component => server.domains.component(domain).is_some(),
+        DomainKind::Remote => false,
+    }
+}
 use std::sync::Arc;
 
 fn with_to(el: &Element, to: &str) -> Option<Stanza> {
@@ -30,12 +46,7 @@ pub(super) async fn broadcast(rosters: &Rosters, server: &Arc<Server>, stanza: &
         }
     };
     for item in roster.items.values().filter(|i| i.subscription.has_from()) {
-        // Federation is not there yet: only local contacts are reachable,
-        // and of those only the ones with an available resource would get
-        // anything (RFC 6121 §4.2.2): skip the others without routing.
-        if !BareJid::new(&item.contact)
-            .is_ok_and(|c| server.is_local(&Jid::from(c.clone())) && server.router.has_available(&c))
-        {
+        if !BareJid::new(&item.contact).is_ok_and(|c| reachable(server, &c)) {
             continue;
         }
         if let Some(copy) = with_to(&stanza.el, &item.contact) {
@@ -61,7 +72,7 @@ pub(super) async fn initial(rosters: &Rosters, server: &Arc<Server>, stanza: &St
     if let Ok(roster) = rosters.get(server, &user).await {
         for item in roster.items.values().filter(|i| i.subscription.has_to()) {
             let Ok(contact) = BareJid::new(&item.contact) else { continue };
-            if !server.is_local(&Jid::from(contact.clone())) || !server.router.has_available(&contact) {
+            if !reachable(server, &contact) {
                 continue;
             }
             let mut probe = Element::bare("presence", ns::CLIENT);

@@ -4,10 +4,11 @@
 
 use super::cache::{account, store_error, Rosters};
 use super::items::{item_element, push};
+use starling_core::domains::DomainKind;
 use starling_core::module::HookResult;
 use starling_core::Server;
 use starling_proto::xml::set_attr;
-use starling_proto::{ns, BareJid, Element, Jid, Stanza, StanzaError};
+use starling_proto::{ns, BareJid, Element, Stanza, StanzaError};
 use starling_storage::{RosterItem, StoreError, Subscription};
 use std::sync::Arc;
 
@@ -70,7 +71,7 @@ pub(super) async fn outbound(rosters: &Rosters, server: &Arc<Server>, stanza: Ar
         server.bounce(&stanza, StanzaError::bad_request().with_text("an account is always subscribed to itself"));
         return HookResult::Handled;
     }
-    if !server.is_local(&Jid::from(contact.clone())) {
+    if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote {
         // No federation yet (RFC 6120 §10.4.2).
         server.bounce(&stanza, StanzaError::remote_server_not_found());
         return HookResult::Handled;
