@@ -146,11 +146,17 @@ impl<F: Framing> Conn<F> {
             }
             Exit::End(end) => end,
         };
-        let resumable =
+        let lost =
             matches!(&end, End::Gone) || matches!(&end, End::Error(f) if f.condition == "connection-timeout");
-        let end_for_session = if resumable { End::Gone } else { End::PeerClosed };
-        self.close(end).await;
-        service.after_connection(bound, end_for_session).await;
+        if lost {
+            self.close(end).await;
+            service.after_connection(bound, End::Gone).await;
+        } else {
+            // The session is over before the client sees our closing tag: a
+            // client (or test) that got it knows the server is done with it.
+            service.after_connection(bound, End::PeerClosed).await;
+            self.close(end).await;
+        }
     }
 
     /// Closes the connection: our header first if the client never got one
