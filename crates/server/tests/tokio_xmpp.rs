@@ -38,8 +38,8 @@ use tokio_xmpp::parsers::{
     stanza::Stanza,
     stream_features::StreamFeatures,
 };
+use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement};
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 /// Per-test budget, so a hang fails instead of blocking the run.
@@ -79,32 +79,117 @@ fn trust(cert: &Path) {
     std::fs::rename(&tmp, t.dir.path().join("bundle.pem")).unwrap();
 }
 
-/// A test's server, and its turn: these tests run one at a time. Run in
-/// parallel, a client sometimes never saw the answer to its first stanza
-/// after binding (about one run in three; never when serial, never in the
-/// raw-XML or slixmpp suites). The process-wide `SSL_CERT_FILE` that
-/// `trust` rewrites while other tests' clients read it is the suspect; see
-/// the IM issue's note.
-struct Serial {
-    server: TestServer,
-    _turn: std::sync::MutexGuard<'static, ()>,
-}
-
-impl std::ops::Deref for Serial {
-    type Target = TestServer;
-    fn deref(&self) -> &TestServer {
-        &self.server
-    }
-}
-
-fn server() -> Serial {
-    static TURN: Mutex<()> = Mutex::new(());
-    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+fn server() -> TestServer {
     let server = TestServer::builder(BIN).start().expect("server starts");
     server.add_user("alice", "secret").unwrap();
     server.add_user("bob", "secret").unwrap();
     trust(&server.certificate());
-    Serial { server, _turn: turn }
+    server
+}
+
+/// tokio-xmpp's `StanzaStream` (login, binding, reconnects: all tokio-xmpp's
+/// own), used whole instead of through `tokio_xmpp::Client`.
+///
+/// `Client` splits the stream into a sender and a receiver sharing one
+/// `tokio::sync::Mutex`, and its background worker polls the receiver, whose
+/// `poll_next` (tokio-xmpp 6.0.0, `StanzaReceiver`) answers `Pending` without
+/// registering a waker when `try_lock` fails. If the worker polls while the
+/// test's task is inside `send_stanza`/`send_iq` (holding that lock), the
+/// wakeup for the next incoming stanza is lost: the server's answer sits in
+/// the client's queue and nobody reads it. That was the "stall after bind"
+/// of these tests run in parallel (the client log shows the answer received
+/// by the stream worker and never handed on).
+struct Client {
+    stream: StanzaStream,
+    bound: Option<FullJid>,
+    /// Stanzas read while waiting for an IQ response, in order.
+    stashed: std::collections::VecDeque<Stanza>,
+    next_id: u32,
+}
+
+enum ClientEvent {
+    Online(Jid),
+    Stanza(Stanza),
+    Suspended,
+}
+
+impl Client {
+    fn new_with_connector<C: ServerConnector>(jid: BareJid, password: &str, connector: C, timeouts: Timeouts) -> Self {
+        let stream = StanzaStream::new_c2s(connector, jid.into(), password.into(), timeouts, 16);
+        Client { stream, bound: None, stashed: Default::default(), next_id: 0 }
+    }
+
+    fn bound_jid(&self) -> Option<&FullJid> {
+        self.bound.as_ref()
+    }
+
+    async fn next(&mut self) -> Option<ClientEvent> {
+        if let Some(s) = self.stashed.pop_front() {
+            return Some(ClientEvent::Stanza(s));
+        }
+        match self.stream.next().await? {
+            Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
+                self.bound = bound_jid.clone().try_into_full().ok();
+                Some(ClientEvent::Online(bound_jid))
+            }
+            Event::Stream(StreamEvent::Resumed) => self.bound.clone().map(|j| ClientEvent::Online(j.into())),
+            Event::Stream(StreamEvent::Suspended) => Some(ClientEvent::Suspended),
+            Event::Stanza(s) => Some(ClientEvent::Stanza(s)),
+        }
+    }
+
+    /// Queues `stanza` and waits until it has been written to the socket.
+    async fn send_stanza(&mut self, stanza: Stanza) -> anyhow::Result<()> {
+        let mut token = self.stream.send(Box::new(stanza)).await;
+        match token.wait_for(StanzaStage::Sent).await {
+            Some(StanzaState::Sent { .. }) | Some(StanzaState::Acked { .. }) => Ok(()),
+            Some(StanzaState::Failed { error }) => Err(error.into_io_error().into()),
+            other => anyhow::bail!("stanza not sent: {other:?}"),
+        }
+    }
+
+    /// Sends an IQ request (its id replaced by ours) and returns that id.
+    async fn send_iq(&mut self, mut iq: Iq) -> anyhow::Result<String> {
+        self.next_id += 1;
+        let id = format!("iq-{}", self.next_id);
+        *iq.id_mut() = id.clone();
+        self.send_stanza(iq.into()).await?;
+        Ok(id)
+    }
+
+    /// The response to IQ `id`; other stanzas read meanwhile stay queued
+    /// for `next` in their order.
+    async fn response(&mut self, id: &str) -> anyhow::Result<Iq> {
+        let mut seen = std::collections::VecDeque::new();
+        let mut stashed = std::mem::take(&mut self.stashed);
+        let found = loop {
+            let stanza = match stashed.pop_front() {
+                Some(s) => s,
+                None => match self.stream.next().await {
+                    Some(Event::Stanza(s)) => s,
+                    Some(Event::Stream(e)) => anyhow::bail!("stream event while waiting for IQ {id}: {e:?}"),
+                    None => anyhow::bail!("stream ended while waiting for IQ {id}"),
+                },
+            };
+            match stanza {
+                Stanza::Iq(iq @ (Iq::Result { .. } | Iq::Error { .. })) if iq.id() == id => break iq,
+                other => seen.push_back(other),
+            }
+        };
+        seen.extend(stashed);
+        self.stashed = seen;
+        Ok(found)
+    }
+
+    async fn request(&mut self, iq: Iq) -> anyhow::Result<Iq> {
+        let id = self.send_iq(iq).await?;
+        self.response(&id).await
+    }
+
+    async fn send_end(self) -> anyhow::Result<()> {
+        self.stream.close().await;
+        Ok(())
+    }
 }
 
 /// tokio-xmpp's own STARTTLS connector, pointed at 127.0.0.1:PORT instead of
@@ -139,13 +224,16 @@ where
 /// A failed login never yields an event (tokio-xmpp logs and reconnects with
 /// backoff), so a broken login shows up as the surrounding timeout.
 async fn online(client: &mut Client) -> anyhow::Result<FullJid> {
-    match client.next().await {
-        Some(Event::Online { bound_jid, .. }) => {
-            bound_jid.try_into_full().map_err(|j| anyhow::anyhow!("bound JID {j} is not full"))
+    loop {
+        match client.next().await {
+            Some(ClientEvent::Online(bound_jid)) => {
+                return bound_jid.try_into_full().map_err(|j| anyhow::anyhow!("bound JID {j} is not full"));
+            }
+            // Connection attempts that failed before binding.
+            Some(ClientEvent::Suspended) => continue,
+            Some(ClientEvent::Stanza(s)) => anyhow::bail!("stanza before online: {s:?}"),
+            None => anyhow::bail!("client stream ended before online"),
         }
-        Some(Event::Disconnected(e)) => anyhow::bail!("disconnected before online: {e}"),
-        Some(Event::Stanza(s)) => anyhow::bail!("stanza before online: {s:?}"),
-        None => anyhow::bail!("client stream ended before online"),
     }
 }
 
@@ -158,9 +246,9 @@ async fn login(server: &TestServer, user: &str) -> anyhow::Result<(Client, FullJ
 
 async fn next_stanza(client: &mut Client) -> anyhow::Result<Stanza> {
     match client.next().await {
-        Some(Event::Stanza(s)) => Ok(s),
-        Some(Event::Online { .. }) => anyhow::bail!("unexpected reconnect"),
-        Some(Event::Disconnected(e)) => anyhow::bail!("disconnected: {e}"),
+        Some(ClientEvent::Stanza(s)) => Ok(s),
+        Some(ClientEvent::Online(_)) => anyhow::bail!("unexpected reconnect"),
+        Some(ClientEvent::Suspended) => anyhow::bail!("disconnected"),
         None => anyhow::bail!("client stream ended"),
     }
 }
@@ -446,10 +534,9 @@ async fn iq_ping_to_server() {
     let server = server();
     run(&server, async {
         let (mut alice, _) = login(&server, "alice").await?;
-        let token = alice.send_iq(Some(Jid::new("localhost")?), IqRequest::Get(Ping.into())).await;
-        match token.await? {
-            IqResponse::Result(_) => {}
-            IqResponse::Error(e) => anyhow::bail!("ping answered with error: {e:?}"),
+        match alice.request(Iq::from_get("", Ping).with_to(Jid::new("localhost")?)).await? {
+            Iq::Result { .. } => {}
+            other => anyhow::bail!("ping answered with {other:?}"),
         }
         alice.send_end().await?;
         Ok(())
@@ -484,7 +571,7 @@ async fn roster_set_push_and_get() {
     run(&server, async {
         let (mut alice, _) = login(&server, "alice").await?;
         let get = Roster { ver: Some(String::new()), items: vec![] };
-        let IqResponse::Result(Some(el)) = alice.send_iq(None, IqRequest::Get(get.clone().into())).await.await? else {
+        let Iq::Result { payload: Some(el), .. } = alice.request(Iq::from_get("", get.clone())).await? else {
             anyhow::bail!("roster get without a roster");
         };
         let roster = Roster::try_from(el)?;
@@ -499,7 +586,7 @@ async fn roster_set_push_and_get() {
             approved: None,
         };
         let set = Roster { ver: None, items: vec![bob.clone()] };
-        let token = alice.send_iq(None, IqRequest::Set(set.into())).await;
+        let token = alice.send_iq(Iq::from_set("", set)).await?;
         match next_stanza(&mut alice).await? {
             Stanza::Iq(Iq::Set { payload, .. }) => {
                 let push = Roster::try_from(payload)?;
@@ -508,9 +595,10 @@ async fn roster_set_push_and_get() {
             }
             other => anyhow::bail!("expected a roster push, got {other:?}"),
         }
-        assert!(matches!(token.await?, IqResponse::Result(None)));
+        let result = alice.response(&token).await?;
+        assert!(matches!(result, Iq::Result { payload: None, .. }), "{result:?}");
 
-        let IqResponse::Result(Some(el)) = alice.send_iq(None, IqRequest::Get(get.into())).await.await? else {
+        let Iq::Result { payload: Some(el), .. } = alice.request(Iq::from_get("", get)).await? else {
             anyhow::bail!("roster get without a roster");
         };
         let roster = Roster::try_from(el)?;
