@@ -146,8 +146,7 @@ impl<F: Framing> Conn<F> {
             }
             Exit::End(end) => end,
         };
-        let lost =
-            matches!(&end, End::Gone) || matches!(&end, End::Error(f) if f.condition == "connection-timeout");
+        let lost = matches!(&end, End::Gone) || matches!(&end, End::Error(f) if f.condition == "connection-timeout");
         if lost {
             self.close(end).await;
             service.after_connection(bound, End::Gone).await;

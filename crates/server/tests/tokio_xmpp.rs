@@ -109,7 +109,8 @@ struct Client {
 
 enum ClientEvent {
     Online(Jid),
-    Stanza(Stanza),
+    // Boxed: a stanza is large beside the other events.
+    Stanza(Box<Stanza>),
     Suspended,
 }
 
@@ -125,7 +126,7 @@ impl Client {
 
     async fn next(&mut self) -> Option<ClientEvent> {
         if let Some(s) = self.stashed.pop_front() {
-            return Some(ClientEvent::Stanza(s));
+            return Some(ClientEvent::Stanza(Box::new(s)));
         }
         match self.stream.next().await? {
             Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
@@ -134,7 +135,7 @@ impl Client {
             }
             Event::Stream(StreamEvent::Resumed) => self.bound.clone().map(|j| ClientEvent::Online(j.into())),
             Event::Stream(StreamEvent::Suspended) => Some(ClientEvent::Suspended),
-            Event::Stanza(s) => Some(ClientEvent::Stanza(s)),
+            Event::Stanza(s) => Some(ClientEvent::Stanza(Box::new(s))),
         }
     }
 
@@ -246,7 +247,7 @@ async fn login(server: &TestServer, user: &str) -> anyhow::Result<(Client, FullJ
 
 async fn next_stanza(client: &mut Client) -> anyhow::Result<Stanza> {
     match client.next().await {
-        Some(ClientEvent::Stanza(s)) => Ok(s),
+        Some(ClientEvent::Stanza(s)) => Ok(*s),
         Some(ClientEvent::Online(_)) => anyhow::bail!("unexpected reconnect"),
         Some(ClientEvent::Suspended) => anyhow::bail!("disconnected"),
         None => anyhow::bail!("client stream ended"),
