@@ -140,6 +140,9 @@ class Server:
             f'listen = ["127.0.0.1:{self.port}"]\n'
             f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
             "require_encryption = true\n"
+            # No HTTP listeners: their default ports would collide between
+            # servers running side by side.
+            "\n[http]\nlisten = []\ntls_listen = []\n"
         )
 
     # -- process -------------------------------------------------------

@@ -31,6 +31,10 @@ pub struct TestServer {
     pub port: u16,
     /// Direct TLS port.
     pub tls_port: u16,
+    /// Plain HTTP port (WebSocket, BOSH, host-meta).
+    pub http_port: u16,
+    /// HTTPS port.
+    pub https_port: u16,
 }
 
 pub struct TestServerBuilder {
@@ -38,6 +42,7 @@ pub struct TestServerBuilder {
     domain: String,
     extra_config: String,
     c2s_config: String,
+    http_config: String,
     require_encryption: bool,
 }
 
@@ -69,6 +74,13 @@ impl TestServerBuilder {
         Ok(server)
     }
 
+    /// Extra `key = value` lines for the generated `[http]` section.
+    pub fn http(mut self, toml: &str) -> Self {
+        self.http_config.push_str(toml);
+        self.http_config.push('\n');
+        self
+    }
+
     pub fn require_encryption(mut self, yes: bool) -> Self {
         self.require_encryption = yes;
         self
@@ -76,14 +88,16 @@ impl TestServerBuilder {
 
     pub fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
-        let (port, tls_port) = (free_port(), free_port());
+        let (port, tls_port, http_port, https_port) = (free_port(), free_port(), free_port(), free_port());
         let config = format!(
             "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n{extra}",
+             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
+             [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n{extra}",
             domain = self.domain,
             data = dir.path().join("data").display(),
             req = self.require_encryption,
             c2s = self.c2s_config,
+            http = self.http_config,
             extra = self.extra_config,
         );
         std::fs::write(dir.path().join("starling.toml"), config)?;
@@ -91,8 +105,17 @@ impl TestServerBuilder {
             Ok(url) if is_postgres(&url) => Some(FreshDatabase::create(&url)?),
             _ => None,
         };
-        let mut server =
-            TestServer { child: None, dir, binary: self.binary, database, domain: self.domain, port, tls_port };
+        let mut server = TestServer {
+            child: None,
+            dir,
+            binary: self.binary,
+            database,
+            domain: self.domain,
+            port,
+            tls_port,
+            http_port,
+            https_port,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -106,6 +129,7 @@ impl TestServer {
             domain: "localhost".into(),
             extra_config: String::new(),
             c2s_config: String::new(),
+            http_config: String::new(),
             require_encryption: true,
         }
     }
