@@ -146,6 +146,9 @@ class Server:
             f'direct_tls_listen = ["127.0.0.1:{self.tls_port}"]\n'
             "require_encryption = true\n"
             f"{c2s_options}\n"
+            # No HTTP listeners: their default ports would collide between
+            # servers running side by side.
+            "\n[http]\nlisten = []\ntls_listen = []\n"
             "\n[component]\n"
             f'listen = ["127.0.0.1:{self.component_port}"]\n'
             + "".join(f'\n[[services]]\ndomain = "{d}"\nsecret = "{secret}"\n'

@@ -14,6 +14,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub http: HttpConfig,
     pub log: LogConfig,
     /// The XEP-0114 listener for external components.
     pub component: ComponentListenConfig,
@@ -188,6 +189,37 @@ pub struct CertificateConfig {
     pub key: PathBuf,
 }
 
+/// Clients over HTTP: RFC 7395 WebSocket at `/xmpp-websocket`, XEP-0206
+/// BOSH at `/http-bind`, XEP-0156 discovery at `/.well-known/host-meta[.json]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Plain HTTP listeners, meant behind a TLS-terminating reverse proxy.
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners with the hosts' certificates (SNI).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Count streams on the plain listeners as encrypted (the proxy in front
+    /// does TLS): needed for PLAIN and `c2s.require_encryption`. Set it to
+    /// false when the plain listener is reachable without TLS.
+    pub plain_is_secure: bool,
+    /// Base URL advertised by host-meta (XEP-0156), e.g.
+    /// `https://xmpp.example.com`; by default the request's Host header.
+    pub public_url: Option<String>,
+    /// Origins allowed by CORS (`Access-Control-Allow-Origin`); `*` for any.
+    pub cors_origins: Vec<String>,
+    /// Longest a BOSH request is held waiting for data (XEP-0124 `wait`).
+    pub bosh_max_wait_secs: u64,
+    /// Most BOSH requests held at once per session (XEP-0124 `hold`).
+    pub bosh_max_hold: u32,
+    /// Seconds without any BOSH request before the session counts as lost
+    /// (XEP-0124 `inactivity`; stream management may then keep it).
+    pub bosh_inactivity_secs: u64,
+    /// BOSH sessions at once; more are refused.
+    pub bosh_max_sessions: usize,
+    /// Seconds between our WebSocket pings on a quiet connection; 0 = none.
+    pub websocket_ping_secs: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -283,6 +315,23 @@ impl Default for AuthConfig {
     }
 }
 
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: vec!["127.0.0.1:5280".parse().expect("valid literal")],
+            tls_listen: vec!["0.0.0.0:5443".parse().expect("valid literal")],
+            plain_is_secure: true,
+            public_url: None,
+            cors_origins: vec!["*".into()],
+            bosh_max_wait_secs: 60,
+            bosh_max_hold: 1,
+            bosh_inactivity_secs: 60,
+            bosh_max_sessions: 10_000,
+            websocket_ping_secs: 60,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { level: "info".into(), format: LogFormat::Text }
@@ -346,6 +395,14 @@ impl Config {
             return invalid("c2s.listen", "no listener configured");
         }
         self.validate_services()?;
+        if self.http.bosh_max_wait_secs == 0 || self.http.bosh_inactivity_secs == 0 {
+            return invalid("http", "bosh_max_wait_secs and bosh_inactivity_secs must be at least 1");
+        }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid("http.public_url", "must start with https:// or http://");
+            }
+        }
         for name in self.modules.keys() {
             if !self.server.modules.contains(name) {
                 return invalid("modules", &format!("section [modules.{name}] for a module not in server.modules"));
@@ -420,6 +477,7 @@ mod tests {
         assert_eq!(format!("{:?}", example.auth), format!("{:?}", defaults.auth));
         assert_eq!(format!("{:?}", example.c2s), format!("{:?}", defaults.c2s));
         assert_eq!(format!("{:?}", example.component), format!("{:?}", defaults.component));
+        assert_eq!(format!("{:?}", example.http), format!("{:?}", defaults.http));
         assert_eq!(example.server.modules, defaults.server.modules);
     }
 

@@ -121,6 +121,16 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             component_listeners.push(listener);
         }
     }
+    let mut http_listeners = Vec::new();
+    for (addrs, tls) in [(&config.http.listen, false), (&config.http.tls_listen, true)] {
+        for addr in addrs {
+            let listener = starling_http::HttpListener::bind(*addr, tls)
+                .await
+                .with_context(|| format!("listening for HTTP on {addr}"))?;
+            tracing::info!(%addr, tls, "listening for WebSocket and BOSH clients");
+            http_listeners.push(listener);
+        }
+    }
     let modules = config.server.modules.clone();
     let mut sections = config.modules.clone();
     let server = Server::new(config, Arc::new(store.clone()));
@@ -132,12 +142,15 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!(hosts = ?server.config.server.hosts, modules = ?server.modules.loaded(), "Starling started");
     let clients = starling_c2s::ClientService::new(server.clone())?;
-    let serving = tokio::spawn(starling_c2s::serve(clients, tls, listeners));
+    let serving = tokio::spawn(starling_c2s::serve(clients.clone(), tls.clone(), listeners));
+    // The same service: SM resumption and auth throttling span transports.
+    let serving_http = tokio::spawn(starling_http::serve(clients, tls, http_listeners));
     let components = tokio::spawn(starling_component::serve(server.clone(), component_listeners));
     wait_for_signal().await?;
     tracing::info!(sessions = server.router.session_count(), "shutting down");
     server.shutdown.send_replace(true);
     serving.await?;
+    serving_http.await?;
     components.await?;
     store.close().await;
     if let Some(pidfile) = &pidfile {

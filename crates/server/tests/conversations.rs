@@ -3,7 +3,7 @@
 //! an attacker) would and checks the RFC 6120 answer, then that the server
 //! still serves everyone else.
 
-use starling_testkit::{TestServer, XmlClient};
+use starling_testkit::{Script, TestServer, XmlClient};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");

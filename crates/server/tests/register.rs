@@ -3,7 +3,7 @@
 //! the §8 stream feature), its errors and limits, password change (§3.3)
 //! and account removal (§3.2).
 
-use starling_testkit::{TestServer, XmlClient};
+use starling_testkit::{Script, TestServer, XmlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const OPEN: &str = "[modules.register]\nallow_registration = true\n";

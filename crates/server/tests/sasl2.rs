@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use starling_testkit::{TestServer, XmlClient};
+use starling_testkit::{Script, TestServer, XmlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const UA: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";

@@ -3,7 +3,7 @@
 //! lost connection with nothing lost or repeated, takeover of a live
 //! session, expiry into offline storage, and the error cases.
 
-use starling_testkit::{TestServer, XmlClient};
+use starling_testkit::{Script, TestServer, XmlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const SM: &str = "urn:xmpp:sm:3";

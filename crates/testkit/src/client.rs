@@ -74,6 +74,73 @@ fn tls_connector(alpn: Option<&[u8]>) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// What a scripted conversation needs from its transport (a TCP stream,
+/// a WebSocket, BOSH requests); the XMPP steps on top are written once.
+// Tests await these in place, so the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait Script {
+    fn domain(&self) -> &str;
+    async fn send(&mut self, xml: &str) -> anyhow::Result<()>;
+    /// Reads until `needle` has been received; consumes everything up to
+    /// and including it and returns that text.
+    async fn expect(&mut self, needle: &str) -> anyhow::Result<String>;
+    /// Opens (or, after SASL, restarts) the stream; returns the features.
+    async fn open(&mut self) -> anyhow::Result<String>;
+
+    /// SASL PLAIN and the stream restart; returns the post-auth features.
+    async fn auth_plain(&mut self, user: &str, password: &str) -> anyhow::Result<String> {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
+        self.expect("<success").await?;
+        self.open().await
+    }
+
+    /// SASL PLAIN, stream restart and resource binding; returns the full JID.
+    async fn login_plain(&mut self, user: &str, password: &str, resource: &str) -> anyhow::Result<String> {
+        self.auth_plain(user, password).await?;
+        self.bind(resource).await
+    }
+
+    /// Resource binding (RFC 6120 §7); returns the full JID.
+    async fn bind(&mut self, resource: &str) -> anyhow::Result<String> {
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await?;
+        let reply = self.expect("</iq>").await?;
+        let start = reply.find("<jid>").context("bind result has a jid")? + 5;
+        let end = reply.find("</jid>").context("bind result has a jid")?;
+        Ok(reply[start..end].to_owned())
+    }
+
+    /// A barrier: a ping to the server and its answer. Everything the server
+    /// queued for this client before it handled the ping arrives first, and
+    /// is returned (RFC 6120 §10.1: stanzas of one stream in order).
+    async fn sync(&mut self, id: &str) -> anyhow::Result<String> {
+        let ping = format!("<iq type='get' id='{id}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", self.domain());
+        self.send(&ping).await?;
+        self.expect(&format!("id='{id}'")).await
+    }
+}
+
+impl Script for XmlClient {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    async fn send(&mut self, xml: &str) -> anyhow::Result<()> {
+        XmlClient::send(self, xml).await
+    }
+
+    async fn expect(&mut self, needle: &str) -> anyhow::Result<String> {
+        XmlClient::expect(self, needle).await
+    }
+
+    async fn open(&mut self) -> anyhow::Result<String> {
+        XmlClient::open(self).await
+    }
+}
+
 impl XmlClient {
     pub async fn connect(port: u16, domain: &str) -> anyhow::Result<Self> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -197,20 +264,6 @@ impl XmlClient {
         self.open().await
     }
 
-    /// SASL PLAIN, stream restart and resource binding; returns the full JID.
-    pub async fn login_plain(&mut self, user: &str, password: &str, resource: &str) -> anyhow::Result<String> {
-        self.auth_plain(user, password).await?;
-        self.bind(resource).await
-    }
-
-    /// SASL PLAIN and the stream restart; returns the post-auth features.
-    pub async fn auth_plain(&mut self, user: &str, password: &str) -> anyhow::Result<String> {
-        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>")).await?;
-        self.expect("<success").await?;
-        self.open().await
-    }
-
     /// A stream over STARTTLS, authenticated with PLAIN, not bound yet
     /// (to bind, or to resume a session, XEP-0198 §5).
     pub async fn authenticated(port: u16, domain: &str, user: &str, password: &str) -> anyhow::Result<Self> {
@@ -218,27 +271,6 @@ impl XmlClient {
         client.starttls().await?;
         client.auth_plain(user, password).await?;
         Ok(client)
-    }
-
-    /// A barrier: a ping to the server and its answer. Everything the server
-    /// queued for this client before it handled the ping arrives first, and
-    /// is returned (RFC 6120 §10.1: stanzas of one stream in order).
-    pub async fn sync(&mut self, id: &str) -> anyhow::Result<String> {
-        let ping = format!("<iq type='get' id='{id}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", self.domain);
-        self.send(&ping).await?;
-        self.expect(&format!("id='{id}'")).await
-    }
-
-    /// Resource binding (RFC 6120 §7); returns the full JID.
-    pub async fn bind(&mut self, resource: &str) -> anyhow::Result<String> {
-        self.send(&format!(
-            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-        ))
-        .await?;
-        let reply = self.expect("</iq>").await?;
-        let start = reply.find("<jid>").context("bind result has a jid")? + 5;
-        let end = reply.find("</jid>").context("bind result has a jid")?;
-        Ok(reply[start..end].to_owned())
     }
 
     /// Opens an external component's stream (XEP-0114 §3) for `self.domain`

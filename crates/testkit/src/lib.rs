@@ -1,9 +1,13 @@
 //! Test kit: runs the real `starling` binary on free loopback ports with a
-//! fresh data directory, and a scripted raw-XML client for conversations in
-//! the spirit of Prosody's scansion tests (send this, expect that).
+//! fresh data directory, and scripted raw-XML clients (TCP, WebSocket, BOSH)
+//! for conversations in the spirit of Prosody's scansion tests (send this,
+//! expect that).
 
 mod client;
+mod http;
 mod server;
 
-pub use client::XmlClient;
+pub use client::{Script, XmlClient};
+pub use http::{attr, bosh_post, http_request, BoshClient, HttpResponse, WsClient, NS_FRAMING, NS_HTTPBIND};
 pub use server::{TestServer, TestServerBuilder};
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;

@@ -33,6 +33,10 @@ pub struct TestServer {
     pub tls_port: u16,
     /// External component (XEP-0114) port; open when a component is configured.
     pub component_port: u16,
+    /// Plain HTTP port (WebSocket, BOSH, host-meta).
+    pub http_port: u16,
+    /// HTTPS port.
+    pub https_port: u16,
 }
 
 pub struct TestServerBuilder {
@@ -40,6 +44,7 @@ pub struct TestServerBuilder {
     domain: String,
     extra_config: String,
     c2s_config: String,
+    http_config: String,
     require_encryption: bool,
 }
 
@@ -76,6 +81,13 @@ impl TestServerBuilder {
         Ok(server)
     }
 
+    /// Extra `key = value` lines for the generated `[http]` section.
+    pub fn http(mut self, toml: &str) -> Self {
+        self.http_config.push_str(toml);
+        self.http_config.push('\n');
+        self
+    }
+
     pub fn require_encryption(mut self, yes: bool) -> Self {
         self.require_encryption = yes;
         self
@@ -84,14 +96,17 @@ impl TestServerBuilder {
     pub fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
         let (port, tls_port, component_port) = (free_port(), free_port(), free_port());
+        let (http_port, https_port) = (free_port(), free_port());
         let config = format!(
             "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
              direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
-             [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n{extra}",
+             [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n\
+             [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n{extra}",
             domain = self.domain,
             data = dir.path().join("data").display(),
             req = self.require_encryption,
             c2s = self.c2s_config,
+            http = self.http_config,
             extra = self.extra_config,
         );
         std::fs::write(dir.path().join("starling.toml"), config)?;
@@ -108,6 +123,8 @@ impl TestServerBuilder {
             port,
             tls_port,
             component_port,
+            http_port,
+            https_port,
         };
         server.spawn()?;
         Ok(server)
@@ -122,6 +139,7 @@ impl TestServer {
             domain: "localhost".into(),
             extra_config: String::new(),
             c2s_config: String::new(),
+            http_config: String::new(),
             require_encryption: true,
         }
     }
