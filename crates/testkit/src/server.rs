@@ -9,12 +9,15 @@
 //! each other's accounts. Any other value of the variable (an SQLite URL
 //! would be one file shared by every server) is removed from the children.
 
+use crate::XmlClient;
 use anyhow::{anyhow, bail, Context};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The variable the server reads its database URL from (it wins over the config).
@@ -33,6 +36,8 @@ pub struct TestServer {
     pub tls_port: u16,
     /// External component (XEP-0114) port; open when a component is configured.
     pub component_port: u16,
+    /// The passwords `add_user` set, for [`login`](Self::login) and [`online`](Self::online).
+    passwords: Mutex<HashMap<String, String>>,
 }
 
 pub struct TestServerBuilder {
@@ -108,6 +113,7 @@ impl TestServerBuilder {
             port,
             tls_port,
             component_port,
+            passwords: Mutex::default(),
         };
         server.spawn()?;
         Ok(server)
@@ -200,7 +206,26 @@ impl TestServer {
     pub fn add_user(&self, user: &str, password: &str) -> anyhow::Result<String> {
         let jid = format!("{user}@{}", self.domain);
         self.cli(&["user", "add", &jid, password])?;
+        self.passwords.lock().expect("not poisoned").insert(user.to_owned(), password.to_owned());
         Ok(jid)
+    }
+
+    fn password(&self, user: &str) -> anyhow::Result<String> {
+        let passwords = self.passwords.lock().expect("not poisoned");
+        passwords.get(user).cloned().with_context(|| format!("{user} was not added with add_user"))
+    }
+
+    /// A bound session of `user` (made with [`add_user`](Self::add_user) or
+    /// [`TestServerBuilder::with_users`]), see [`XmlClient::logged_in`].
+    pub async fn login(&self, user: &str, resource: &str) -> anyhow::Result<XmlClient> {
+        let password = self.password(user)?;
+        Ok(XmlClient::logged_in(self.port, &self.domain, user, &password, resource).await?.0)
+    }
+
+    /// A session of `user` with roster and initial presence, see [`XmlClient::online`].
+    pub async fn online(&self, user: &str, resource: &str) -> anyhow::Result<XmlClient> {
+        let password = self.password(user)?;
+        XmlClient::online(self.port, &self.domain, user, &password, resource).await
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -222,6 +247,14 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGKILL (a crash: no shutdown work) and waits until the process
+    /// is gone; [`spawn`](Self::spawn) starts it again.
+    pub fn kill(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        child.kill()?;
+        Ok(child.wait()?)
     }
 
     pub fn certificate(&self) -> PathBuf {
