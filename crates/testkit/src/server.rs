@@ -88,18 +88,6 @@ impl TestServerBuilder {
 
     pub fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
-        let (port, tls_port, component_port) = (free_port(), free_port(), free_port());
-        let config = format!(
-            "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
-             [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n{extra}",
-            domain = self.domain,
-            data = dir.path().join("data").display(),
-            req = self.require_encryption,
-            c2s = self.c2s_config,
-            extra = self.extra_config,
-        );
-        std::fs::write(dir.path().join("starling.toml"), config)?;
         let database = match std::env::var(DATABASE_URL_VAR) {
             Ok(url) if is_postgres(&url) => Some(FreshDatabase::create(&url)?),
             _ => None,
@@ -110,13 +98,37 @@ impl TestServerBuilder {
             binary: self.binary,
             database,
             domain: self.domain,
-            port,
-            tls_port,
-            component_port,
+            port: 0,
+            tls_port: 0,
+            component_port: 0,
             passwords: Mutex::default(),
         };
-        server.spawn()?;
-        Ok(server)
+        // A free port can be taken by another process before the server
+        // binds it (tests run in parallel): then again with other ports.
+        for attempt in 1.. {
+            (server.port, server.tls_port, server.component_port) = (free_port(), free_port(), free_port());
+            let config = format!(
+                "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
+                 direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
+                 [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n{extra}",
+                domain = server.domain,
+                data = server.data_dir().display(),
+                port = server.port,
+                tls_port = server.tls_port,
+                component_port = server.component_port,
+                req = self.require_encryption,
+                c2s = self.c2s_config,
+                extra = self.extra_config,
+            );
+            std::fs::write(server.config_path(), config)?;
+            match server.spawn() {
+                Err(e) if attempt < 5 && format!("{e:#}").contains("Address already in use") => {
+                    std::fs::write(server.path().join("server.log"), "")?;
+                }
+                result => return result.map(|()| server),
+            }
+        }
+        unreachable!("the loop returns")
     }
 }
 
