@@ -11,151 +11,119 @@
 use starling_testkit::{TestServer, XmlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
-
-fn server_with(config: &str) -> TestServer {
-    let server = TestServer::builder(BIN).config(config).start().expect("server starts");
-    for user in ["alice", "bob", "carol"] {
-        server.add_user(user, "secret").unwrap();
-    }
-    server
-}
+const USERS: &[(&str, &str)] = &[("alice", "secret"), ("bob", "secret"), ("carol", "secret")];
 
 fn server() -> TestServer {
-    server_with("")
+    TestServer::builder(BIN).with_users(USERS).expect("server starts")
 }
 
-async fn bound(server: &TestServer, user: &str, resource: &str) -> XmlClient {
-    XmlClient::logged_in(server.port, "localhost", user, "secret", resource).await.unwrap().0
-}
-
-/// A bound session that sent initial presence (and got its reflection).
+/// A bound session that sent initial presence with `priority` (and got
+/// everything that causes before a ping's answer).
 async fn available(server: &TestServer, user: &str, resource: &str, priority: i8) -> XmlClient {
-    let mut c = bound(server, user, resource).await;
+    let mut c = server.login(user, resource).await.unwrap();
     c.send(&format!("<presence><priority>{priority}</priority></presence>")).await.unwrap();
-    sync(&mut c).await;
+    c.barrier().await.unwrap();
     c
-}
-
-/// Pings the server; returns everything received before the answer.
-async fn sync(c: &mut XmlClient) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let id = format!("sync{}", N.fetch_add(1, Ordering::Relaxed));
-    c.send(&format!("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")).await.unwrap();
-    let before = c.expect(&format!("id='{id}'")).await.unwrap();
-    c.expect("/>").await.unwrap(); // the rest of the (empty) result
-    let start = before.rfind("<iq").unwrap_or(before.len());
-    before[..start].to_owned()
-}
-
-/// Sends an IQ and returns everything up to and including its answer.
-async fn iq(c: &mut XmlClient, id: &str, xml: &str) -> String {
-    c.send(xml).await.unwrap();
-    let mut out = c.expect(&format!("id='{id}'")).await.unwrap();
-    out.push_str(&c.expect("</iq>").await.unwrap_or_default());
-    out
-}
-
-/// Like `iq`, for answers that are empty `<iq/>` elements.
-async fn iq_empty(c: &mut XmlClient, id: &str, xml: &str) -> String {
-    c.send(xml).await.unwrap();
-    let mut out = c.expect(&format!("id='{id}'")).await.unwrap();
-    out.push_str(&c.expect(">").await.unwrap());
-    out
 }
 
 const BLOCKLIST_GET: &str = "<iq type='get' id='bl1'><blocklist xmlns='urn:xmpp:blocking'/></iq>";
 
-async fn block(c: &mut XmlClient, id: &str, jids: &[&str]) -> String {
+/// Sends a block (or unblock) command; returns everything received up to
+/// the end of its answer (the push to this resource comes before it).
+async fn command(c: &mut XmlClient, id: &str, command: &str, jids: &[&str]) -> String {
     let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
-    iq_empty(c, id, &format!("<iq type='set' id='{id}'><block xmlns='urn:xmpp:blocking'>{items}</block></iq>")).await
+    c.send(&format!("<iq type='set' id='{id}'><{command} xmlns='urn:xmpp:blocking'>{items}</{command}></iq>"))
+        .await
+        .unwrap();
+    let (before, answer) = c.take_stanza(&format!("id='{id}'")).await.unwrap();
+    before + &answer
+}
+
+async fn block(c: &mut XmlClient, id: &str, jids: &[&str]) -> String {
+    command(c, id, "block", jids).await
 }
 
 async fn unblock(c: &mut XmlClient, id: &str, jids: &[&str]) -> String {
-    let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
-    iq_empty(c, id, &format!("<iq type='set' id='{id}'><unblock xmlns='urn:xmpp:blocking'>{items}</unblock></iq>"))
-        .await
+    command(c, id, "unblock", jids).await
 }
 
 #[tokio::test]
 async fn xep0191_discovery_blocklist_block_unblock_and_pushes() {
-    let server = server_with("[modules.blocking]\nmax_items = 3\n");
-    let mut chamber = bound(&server, "alice", "chamber").await;
-    let mut balcony = bound(&server, "alice", "balcony").await;
-    let mut nosy = bound(&server, "alice", "nosy").await; // never asks for the list
+    let server = TestServer::builder(BIN).config("[modules.blocking]\nmax_items = 3\n").with_users(USERS).unwrap();
+    let mut chamber = server.login("alice", "chamber").await.unwrap();
+    let mut balcony = server.login("alice", "balcony").await.unwrap();
+    let mut nosy = server.login("alice", "nosy").await.unwrap(); // never asks for the list
 
     // §3.1: the server advertises urn:xmpp:blocking.
-    let out = iq(
-        &mut chamber,
-        "disco1",
-        "<iq type='get' id='disco1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-    )
-    .await;
+    let out = chamber
+        .request(
+            "<iq type='get' id='disco1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "disco1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='urn:xmpp:blocking'/>"), "{out}");
 
     // §3.2: an empty list is an empty <blocklist/>.
-    let out = iq(&mut chamber, "bl1", BLOCKLIST_GET).await;
+    let out = chamber.request(BLOCKLIST_GET, "bl1").await.unwrap();
     assert!(out.contains("type='result'") && out.contains("<blocklist xmlns='urn:xmpp:blocking'/>"), "{out}");
-    iq(&mut balcony, "bl1", BLOCKLIST_GET).await;
+    balcony.request(BLOCKLIST_GET, "bl1").await.unwrap();
 
     // §3.3: block; the result, and a push to every resource that asked for the list.
     let out = block(&mut chamber, "block1", &["bob@localhost", "iago@shakespeare.lit"]).await;
     assert!(out.contains("type='result'"), "{out}");
     for (who, c) in [("chamber", &mut chamber), ("balcony", &mut balcony)] {
-        let push = if who == "chamber" { out.clone() } else { sync(c).await };
+        let push = if who == "chamber" { out.clone() } else { c.barrier().await.unwrap() };
         assert!(push.contains("type='set'") && push.contains("<block xmlns='urn:xmpp:blocking'>"), "{who}: {push}");
         assert!(push.contains("<item jid='bob@localhost'/><item jid='iago@shakespeare.lit'/>"), "{who}: {push}");
         assert!(push.contains(&format!("to='alice@localhost/{who}'")), "{who}: {push}");
     }
     // A resource that never requested the blocklist gets no push.
-    let out = sync(&mut nosy).await;
+    let out = nosy.barrier().await.unwrap();
     assert!(!out.contains("urn:xmpp:blocking"), "{out}");
 
     // §3.2: the list with its items.
-    let out = iq(&mut balcony, "bl1", BLOCKLIST_GET).await;
+    let out = balcony.request(BLOCKLIST_GET, "bl1").await.unwrap();
     assert!(out.contains("<item jid='bob@localhost'/>") && out.contains("<item jid='iago@shakespeare.lit'/>"), "{out}");
 
     // §3.3: a block without items is a bad request; an invalid JID is malformed.
-    let out = iq(&mut chamber, "block2", "<iq type='set' id='block2'><block xmlns='urn:xmpp:blocking'/></iq>").await;
+    let out =
+        chamber.request("<iq type='set' id='block2'><block xmlns='urn:xmpp:blocking'/></iq>", "block2").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<bad-request "), "{out}");
-    let out = iq(
-        &mut chamber,
-        "block3",
-        "<iq type='set' id='block3'><block xmlns='urn:xmpp:blocking'><item jid='@x'/></block></iq>",
-    )
-    .await;
+    let out = chamber
+        .request("<iq type='set' id='block3'><block xmlns='urn:xmpp:blocking'><item jid='@x'/></block></iq>", "block3")
+        .await
+        .unwrap();
     assert!(out.contains("<jid-malformed "), "{out}");
     // The list size limit (max_items = 3 here): nothing of a too large block is kept.
-    let out = iq(&mut chamber, "block4", "<iq type='set' id='block4'><block xmlns='urn:xmpp:blocking'><item jid='x@localhost'/><item jid='y@localhost'/></block></iq>").await;
+    let out = chamber.request("<iq type='set' id='block4'><block xmlns='urn:xmpp:blocking'><item jid='x@localhost'/><item jid='y@localhost'/></block></iq>", "block4").await.unwrap();
     assert!(out.contains("<policy-violation ") && out.contains("at most 3"), "{out}");
     // Someone else's blocklist is not ours to read.
-    let out = iq(
-        &mut chamber,
-        "other",
-        "<iq type='get' id='other' to='bob@localhost'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
-    )
-    .await;
+    let out = chamber
+        .request("<iq type='get' id='other' to='bob@localhost'><blocklist xmlns='urn:xmpp:blocking'/></iq>", "other")
+        .await
+        .unwrap();
     assert!(out.contains("type='error'"), "{out}");
-    let out = sync(&mut balcony).await;
+    let out = balcony.barrier().await.unwrap();
     assert!(!out.contains("<block "), "failed commands push nothing: {out}");
 
     // §3.4: unblock one JID, pushed to both interested resources.
     let out = unblock(&mut chamber, "unblock1", &["bob@localhost"]).await;
     assert!(out.contains("<unblock xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></unblock>"), "{out}");
     assert!(out.contains("type='result'"), "{out}");
-    let out = sync(&mut balcony).await;
+    let out = balcony.barrier().await.unwrap();
     assert!(out.contains("<unblock xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></unblock>"), "{out}");
-    let out = iq(&mut chamber, "bl1", BLOCKLIST_GET).await;
+    let out = chamber.request(BLOCKLIST_GET, "bl1").await.unwrap();
     assert!(!out.contains("bob@localhost") && out.contains("iago@shakespeare.lit"), "{out}");
 
     // §3.5: unblock all, pushed as an empty <unblock/>.
     block(&mut chamber, "block5", &["carol@localhost"]).await;
-    sync(&mut balcony).await;
+    balcony.barrier().await.unwrap();
     let out = unblock(&mut chamber, "unblock2", &[]).await;
     assert!(out.contains("<unblock xmlns='urn:xmpp:blocking'/>") && out.contains("type='result'"), "{out}");
-    let out = sync(&mut balcony).await;
+    let out = balcony.barrier().await.unwrap();
     assert!(out.contains("<unblock xmlns='urn:xmpp:blocking'/>"), "{out}");
-    let out = iq(&mut chamber, "bl1", BLOCKLIST_GET).await;
+    let out = chamber.request(BLOCKLIST_GET, "bl1").await.unwrap();
     assert!(out.contains("<blocklist xmlns='urn:xmpp:blocking'/>"), "{out}");
 }
 
@@ -179,12 +147,10 @@ async fn xep0191_stanzas_from_a_blocked_jid_are_not_delivered() {
     assert!(out.contains("id='m2'") && out.contains("<service-unavailable "), "{out}");
 
     // §3.3: an IQ get or set gets service-unavailable too.
-    let out = iq(
-        &mut bob,
-        "v1",
-        "<iq type='get' id='v1' to='alice@localhost/chamber'><query xmlns='jabber:iq:version'/></iq>",
-    )
-    .await;
+    let out = bob
+        .request("<iq type='get' id='v1' to='alice@localhost/chamber'><query xmlns='jabber:iq:version'/></iq>", "v1")
+        .await
+        .unwrap();
     assert!(out.contains("type='error'") && out.contains("<service-unavailable "), "{out}");
 
     // §3.3: presence of any kind (directed, subscription, probe) and IQ
@@ -199,9 +165,9 @@ async fn xep0191_stanzas_from_a_blocked_jid_are_not_delivered() {
     ] {
         bob.send(xml).await.unwrap();
     }
-    let out = sync(&mut bob).await;
+    let out = bob.barrier().await.unwrap();
     assert!(!out.contains("type='error'") && !out.contains("from='alice@localhost"), "{out}");
-    let out = sync(&mut alice).await;
+    let out = alice.barrier().await.unwrap();
     assert!(!out.contains("bob@localhost"), "nothing from bob reaches alice: {out}");
 
     // §5: a full-JID entry blocks that resource only.
@@ -238,9 +204,10 @@ async fn xep0191_stanzas_from_a_blocked_jid_are_not_delivered() {
     let out = alice.expect("</message>").await.unwrap();
     assert!(out.contains("note to self"), "{out}");
     // The server itself stays reachable.
-    let out =
-        iq_empty(&mut alice, "ping", "<iq type='get' id='ping' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-            .await;
+    let out = alice
+        .request("<iq type='get' id='ping' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", "ping")
+        .await
+        .unwrap();
     assert!(out.contains("type='result'"), "{out}");
 
     // §3.4: after unblocking, bob's stanzas are delivered again.
@@ -270,19 +237,17 @@ async fn xep0191_sending_to_a_blocked_jid_is_refused_with_blocked() {
         "{out}"
     );
     // An IQ request to a blocked full JID.
-    let out = iq(
-        &mut alice,
-        "v1",
-        "<iq type='get' id='v1' to='bob@localhost/orchard'><query xmlns='jabber:iq:version'/></iq>",
-    )
-    .await;
+    let out = alice
+        .request("<iq type='get' id='v1' to='bob@localhost/orchard'><query xmlns='jabber:iq:version'/></iq>", "v1")
+        .await
+        .unwrap();
     assert!(out.contains("<not-acceptable ") && out.contains("<blocked xmlns='urn:xmpp:blocking:errors'/>"), "{out}");
     // Presence to a blocked JID is dropped, without an error.
     alice.send("<presence to='bob@localhost/orchard'/>").await.unwrap();
     alice.send("<presence to='bob@localhost' type='subscribe'/>").await.unwrap();
-    let out = sync(&mut alice).await;
+    let out = alice.barrier().await.unwrap();
     assert!(!out.contains("type='error'"), "{out}");
-    let out = sync(&mut bob).await;
+    let out = bob.barrier().await.unwrap();
     assert!(!out.contains("alice@localhost"), "nothing reaches bob: {out}");
 
     // Unblocked, the same message goes through.
@@ -301,23 +266,23 @@ async fn xep0191_block_sends_unavailable_and_unblock_current_presence() {
     bob.send("<presence to='alice@localhost' type='subscribe'/>").await.unwrap();
     alice.expect("type='subscribe'").await.unwrap();
     alice.send("<presence to='bob@localhost' type='subscribed'/>").await.unwrap();
-    sync(&mut alice).await;
-    let out = sync(&mut bob).await;
+    alice.barrier().await.unwrap();
+    let out = bob.barrier().await.unwrap();
     assert!(out.contains("from='alice@localhost/chamber'"), "bob sees alice's presence: {out}");
 
     // §3.3: blocking sends unavailable presence to a contact allowed to see it.
     block(&mut alice, "b1", &["bob@localhost"]).await;
-    let out = sync(&mut bob).await;
+    let out = bob.barrier().await.unwrap();
     assert!(out.contains("from='alice@localhost/chamber'") && out.contains("type='unavailable'"), "{out}");
     // Later broadcasts do not reach the blocked contact.
     alice.send("<presence><show>away</show></presence>").await.unwrap();
-    sync(&mut alice).await;
-    let out = sync(&mut bob).await;
+    alice.barrier().await.unwrap();
+    let out = bob.barrier().await.unwrap();
     assert!(!out.contains("alice@localhost"), "{out}");
 
     // §3.4: unblocking sends the current presence.
     unblock(&mut alice, "u1", &["bob@localhost"]).await;
-    let out = sync(&mut bob).await;
+    let out = bob.barrier().await.unwrap();
     assert!(out.contains("from='alice@localhost/chamber'") && out.contains("<show>away</show>"), "{out}");
     assert!(!out.contains("type='unavailable'"), "{out}");
 }
@@ -325,7 +290,7 @@ async fn xep0191_block_sends_unavailable_and_unblock_current_presence() {
 #[tokio::test]
 async fn xep0191_the_block_outlives_the_session() {
     let server = server();
-    let mut alice = bound(&server, "alice", "chamber").await;
+    let mut alice = server.login("alice", "chamber").await.unwrap();
     block(&mut alice, "b1", &["bob@localhost"]).await;
     // A clean close: the server answers once the session is gone (its
     // cached blocklist with it).
@@ -338,11 +303,11 @@ async fn xep0191_the_block_outlives_the_session() {
     let out = bob.expect("</message>").await.unwrap();
     assert!(out.contains("id='m0'") && out.contains("<service-unavailable "), "{out}");
     // "The block remains in force … across sessions" (§3.3).
-    let mut alice = bound(&server, "alice", "balcony").await;
+    let mut alice = server.login("alice", "balcony").await.unwrap();
     alice.send("<presence/>").await.unwrap();
-    let out = sync(&mut alice).await;
+    let out = alice.barrier().await.unwrap();
     assert!(!out.contains("kept?"), "{out}");
-    let out = iq(&mut alice, "bl1", BLOCKLIST_GET).await;
+    let out = alice.request(BLOCKLIST_GET, "bl1").await.unwrap();
     assert!(out.contains("<item jid='bob@localhost'/>"), "{out}");
     bob.send("<message to='alice@localhost' type='chat' id='m1'><body>hi</body></message>").await.unwrap();
     let out = bob.expect("</message>").await.unwrap();
@@ -360,22 +325,23 @@ async fn xep0280_enable_and_sent_and_received_copies() {
     let mut legacy = available(&server, "alice", "legacy", 0).await;
     let mut juliet = available(&server, "bob", "balcony", 0).await;
     for c in [&mut garden, &mut home, &mut legacy, &mut juliet] {
-        sync(c).await; // presence of the others
+        c.barrier().await.unwrap(); // presence of the others
     }
 
     // §3: the feature is advertised.
-    let out = iq(
-        &mut garden,
-        "info1",
-        "<iq type='get' id='info1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-    )
-    .await;
+    let out = garden
+        .request(
+            "<iq type='get' id='info1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "info1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='urn:xmpp:carbons:2'/>"), "{out}");
 
     // §4: enabling is acknowledged with a result; enabling twice too (§10.1).
     for c in [&mut garden, &mut home] {
         for _ in 0..2 {
-            let out = iq_empty(c, "enable1", ENABLE).await;
+            let out = c.request(ENABLE, "enable1").await.unwrap();
             assert!(out.contains("type='result'"), "{out}");
         }
     }
@@ -390,8 +356,8 @@ async fn xep0280_enable_and_sent_and_received_copies() {
         .unwrap();
     let out = garden.expect("</message>").await.unwrap();
     assert!(out.contains("What man art thou?") && !out.contains("urn:xmpp:carbons:2"), "the original: {out}");
-    sync(&mut juliet).await;
-    let out = sync(&mut home).await;
+    juliet.barrier().await.unwrap();
+    let out = home.barrier().await.unwrap();
     assert!(out.contains("from='alice@localhost' ") || out.contains("from='alice@localhost'>"), "{out}");
     assert!(out.contains("to='alice@localhost/home'") && out.contains("type='chat'"), "{out}");
     assert!(
@@ -401,17 +367,17 @@ async fn xep0280_enable_and_sent_and_received_copies() {
         "{out}"
     );
     assert!(out.contains("from='bob@localhost/balcony'") && out.contains("What man art thou?"), "{out}");
-    let out = sync(&mut garden).await;
+    let out = garden.barrier().await.unwrap();
     assert!(!out.contains("<received "), "no copy to the addressed resource: {out}");
-    let out = sync(&mut legacy).await;
+    let out = legacy.barrier().await.unwrap();
     assert!(!out.contains("What man"), "no copy without carbons enabled: {out}");
 
     // §7: to the bare JID: garden (priority 5) gets the original, home a copy.
     juliet.send("<message to='alice@localhost' type='chat' id='j2'><body>Wherefore?</body></message>").await.unwrap();
     let out = garden.expect("</message>").await.unwrap();
     assert!(out.contains("Wherefore?") && !out.contains("<received "), "{out}");
-    sync(&mut juliet).await;
-    let out = sync(&mut home).await;
+    juliet.barrier().await.unwrap();
+    let out = home.barrier().await.unwrap();
     assert!(out.contains("<received xmlns='urn:xmpp:carbons:2'>") && out.contains("Wherefore?"), "{out}");
 
     // §8: garden replies; home gets a <sent/> copy, garden itself none.
@@ -421,9 +387,9 @@ async fn xep0280_enable_and_sent_and_received_copies() {
         .unwrap();
     let out = juliet.expect("</message>").await.unwrap();
     assert!(out.contains("Neither, fair saint") && !out.contains("carbons"), "{out}");
-    let out = sync(&mut garden).await;
+    let out = garden.barrier().await.unwrap();
     assert!(!out.contains("<sent "), "{out}");
-    let out = sync(&mut home).await;
+    let out = home.barrier().await.unwrap();
     assert!(out.contains("<sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"), "{out}");
     assert!(out.contains("to='alice@localhost/home'") && out.contains("from='alice@localhost/garden'"), "{out}");
     assert!(out.contains("to='bob@localhost/balcony'") && out.contains("Neither, fair saint"), "{out}");
@@ -432,22 +398,23 @@ async fn xep0280_enable_and_sent_and_received_copies() {
     legacy.send("<message to='bob@localhost' type='chat' id='r2'><body>from legacy</body></message>").await.unwrap();
     juliet.expect("from legacy").await.unwrap();
     for c in [&mut garden, &mut home] {
-        let out = sync(c).await;
+        let out = c.barrier().await.unwrap();
         assert!(out.contains("<sent xmlns='urn:xmpp:carbons:2'>") && out.contains("from legacy"), "{out}");
     }
 
     // §5: after disabling, home gets no more copies.
-    let out =
-        iq_empty(&mut home, "disable1", "<iq type='set' id='disable1'><disable xmlns='urn:xmpp:carbons:2'/></iq>")
-            .await;
+    let out = home
+        .request("<iq type='set' id='disable1'><disable xmlns='urn:xmpp:carbons:2'/></iq>", "disable1")
+        .await
+        .unwrap();
     assert!(out.contains("type='result'"), "{out}");
     juliet
         .send("<message to='alice@localhost/garden' type='chat' id='j3'><body>still there?</body></message>")
         .await
         .unwrap();
     garden.expect("still there?").await.unwrap();
-    sync(&mut juliet).await;
-    let out = sync(&mut home).await;
+    juliet.barrier().await.unwrap();
+    let out = home.barrier().await.unwrap();
     assert!(!out.contains("still there?"), "{out}");
 }
 
@@ -458,10 +425,10 @@ async fn xep0280_private_and_ineligible_messages_are_not_copied() {
     let mut work = available(&server, "alice", "work", 0).await;
     let mut juliet = available(&server, "bob", "home", 0).await;
     for c in [&mut home, &mut work, &mut juliet] {
-        sync(c).await;
+        c.barrier().await.unwrap();
     }
     for c in [&mut home, &mut work, &mut juliet] {
-        iq_empty(c, "enable1", ENABLE).await;
+        c.request(ENABLE, "enable1").await.unwrap();
     }
 
     // §9, example "Romeo sends to Juliet, excluding Carbons": not copied to
@@ -500,9 +467,9 @@ async fn xep0280_private_and_ineligible_messages_are_not_copied() {
     )
     .await
     .unwrap();
-    sync(&mut home).await;
-    sync(&mut juliet).await;
-    let out = sync(&mut work).await;
+    home.barrier().await.unwrap();
+    juliet.barrier().await.unwrap();
+    let out = work.barrier().await.unwrap();
     for private in ["Neither, fair saint", "private answer", "news", "no body", "room"] {
         assert!(!out.contains(private), "{private} copied: {out}");
     }
@@ -517,9 +484,9 @@ async fn xep0191_and_xep0280_a_blocked_message_is_not_copied() {
     let mut work = available(&server, "alice", "work", 0).await;
     let mut bob = available(&server, "bob", "orchard", 0).await;
     for c in [&mut home, &mut work, &mut bob] {
-        sync(c).await;
+        c.barrier().await.unwrap();
     }
-    iq_empty(&mut work, "enable1", ENABLE).await;
+    work.request(ENABLE, "enable1").await.unwrap();
     block(&mut home, "b1", &["bob@localhost"]).await;
     // Refused outbound: no <sent/> copy of a message that was never sent.
     home.send("<message to='bob@localhost' type='chat' id='m1'><body>blocked out</body></message>").await.unwrap();
@@ -527,7 +494,7 @@ async fn xep0191_and_xep0280_a_blocked_message_is_not_copied() {
     // Refused inbound: no <received/> copy either.
     bob.send("<message to='alice@localhost/home' type='chat' id='m2'><body>blocked in</body></message>").await.unwrap();
     bob.expect("<service-unavailable ").await.unwrap();
-    sync(&mut bob).await;
-    let out = sync(&mut work).await;
+    bob.barrier().await.unwrap();
+    let out = work.barrier().await.unwrap();
     assert!(!out.contains("blocked out") && !out.contains("blocked in"), "{out}");
 }

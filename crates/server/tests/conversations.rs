@@ -4,23 +4,18 @@
 //! still serves everyone else.
 
 use starling_testkit::{Script, TestServer, XmlClient};
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const PLAIN_ALICE: &str = "AGFsaWNlAHNlY3JldA=="; // base64("\0alice\0secret")
 
 fn server() -> TestServer {
-    let server = TestServer::builder(BIN).start().expect("server starts");
-    server.add_user("alice", "secret").unwrap();
-    server.add_user("bob", "secret").unwrap();
-    server
+    TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).expect("server starts")
 }
 
 /// After an error on one connection, a fresh client still logs in and pings.
 async fn still_serving(server: &TestServer) {
-    let (mut c, _) = XmlClient::logged_in(server.port, "localhost", "bob", "secret", "check").await.unwrap();
-    c.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    c.expect("id='alive'").await.unwrap();
+    let mut c = server.login("bob", "check").await.unwrap();
+    c.barrier().await.unwrap();
 }
 
 /// A TLS stream ready for SASL.
@@ -30,15 +25,11 @@ async fn tls_client(server: &TestServer) -> XmlClient {
     c
 }
 
-async fn bound(server: &TestServer, user: &str, resource: &str) -> (XmlClient, String) {
-    XmlClient::logged_in(server.port, "localhost", user, "secret", resource).await.unwrap()
-}
-
 #[tokio::test]
 async fn stream_level_errors_close_only_the_offending_stream() {
     let server = server();
     // A bystander session stays up through all of this.
-    let (mut bystander, _) = bound(&server, "bob", "bystander").await;
+    let mut bystander = server.login("bob", "bystander").await.unwrap();
 
     // RFC 6120 §4.9.3.13 / §11.1: not well-formed XML.
     let mut c = tls_client(&server).await;
@@ -89,15 +80,14 @@ async fn stream_level_errors_close_only_the_offending_stream() {
     let out = c.expect_closed().await.unwrap();
     assert!(out.contains("<unsupported-version "), "{out}");
 
-    bystander.send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    bystander.expect("id='still'").await.unwrap();
+    bystander.barrier().await.unwrap();
     still_serving(&server).await;
 }
 
 #[tokio::test]
 async fn oversized_stanza_is_cut_off_before_it_ends() {
     let server = server();
-    let (mut c, _) = bound(&server, "alice", "big").await;
+    let mut c = server.login("alice", "big").await.unwrap();
     // XEP-0478: the limit is advertised; RFC 6120 §4.9.3.18 policy-violation when exceeded.
     c.send("<message to='bob@localhost'><body>").await.unwrap();
     let chunk = "a".repeat(16 * 1024);
@@ -181,8 +171,9 @@ async fn sasl_failures() {
 #[tokio::test]
 async fn stanza_errors_and_routing() {
     let server = server();
-    let (mut alice, alice_jid) = bound(&server, "alice", "home").await;
-    let (mut bob, bob_jid) = bound(&server, "bob", "phone").await;
+    let (mut alice, alice_jid) =
+        XmlClient::logged_in(server.port, "localhost", "alice", "secret", "home").await.unwrap();
+    let (mut bob, bob_jid) = XmlClient::logged_in(server.port, "localhost", "bob", "secret", "phone").await.unwrap();
     assert_eq!(alice_jid, "alice@localhost/home");
 
     // RFC 6120 §8.2.3: an IQ without id is a bad request.
@@ -210,8 +201,7 @@ async fn stanza_errors_and_routing() {
     // delivered with a delay stamp after initial presence.
     alice.send("<message to='bob@localhost' type='chat' id='m2'><body>where are you</body></message>").await.unwrap();
     // Alice's stanzas are handled in order: once the ping is answered, m2 is stored.
-    alice.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    alice.expect("id='sync'").await.unwrap();
+    alice.barrier().await.unwrap();
     bob.send("<presence/>").await.unwrap();
     bob.expect("<presence").await.unwrap(); // RFC 6121 §4.2.2: own presence is reflected
     let out = bob.expect("</message>").await.unwrap();
@@ -249,17 +239,18 @@ async fn stanza_errors_and_routing() {
     alice.send("<message to='bob@localhost/phone' from='eve@localhost'><body>spoof</body></message>").await.unwrap();
     let out = alice.expect_closed().await.unwrap();
     assert!(out.contains("<invalid-from "), "{out}");
-    bob.expect_none("spoof", Duration::from_millis(300)).await.unwrap();
+    // The stream is closed once the server is done with the session.
+    let out = bob.barrier().await.unwrap();
+    assert!(!out.contains("spoof"), "{out}");
 }
 
 #[tokio::test]
 async fn server_modules_answer() {
     let server = server();
-    let (mut c, _) = bound(&server, "alice", "r").await;
+    let mut c = server.login("alice", "r").await.unwrap();
     // XEP-0199 §4.2.
-    c.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    let out = c.expect("</iq>").await.unwrap_or_else(|_| c.received.clone());
-    assert!(out.contains("id='p'") && out.contains("type='result'"), "{out}");
+    let out = c.request("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", "p").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
     // XEP-0030 §3.1.
     c.send("<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await
@@ -279,17 +270,19 @@ async fn server_modules_answer() {
     let out = c.expect("</iq>").await.unwrap();
     assert!(out.contains("<tzo>+00:00</tzo>") && out.contains("Z</utc>"), "{out}");
     // RFC 6121 Appendix E: legacy session establishment still answers.
-    c.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await.unwrap();
-    let out = c.expect("</iq>").await.unwrap_or_else(|_| c.received.clone());
-    assert!(out.contains("id='s'") && out.contains("type='result'"), "{out}");
+    let out = c
+        .request("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>", "s")
+        .await
+        .unwrap();
+    assert!(out.contains("type='result'"), "{out}");
 }
 
 #[tokio::test]
 async fn presence_broadcast_directed_and_unavailable_on_disconnect() {
     let server = server();
-    let (mut a1, _) = bound(&server, "alice", "one").await;
-    let (mut a2, _) = bound(&server, "alice", "two").await;
-    let (mut bob, _) = bound(&server, "bob", "b").await;
+    let mut a1 = server.login("alice", "one").await.unwrap();
+    let mut a2 = server.login("alice", "two").await.unwrap();
+    let mut bob = server.login("bob", "b").await.unwrap();
     a1.send("<presence/>").await.unwrap();
     a1.expect("<presence").await.unwrap();
     // RFC 6121 §4.2.2: other available resources see it once they are available.
@@ -310,14 +303,13 @@ async fn presence_broadcast_directed_and_unavailable_on_disconnect() {
 #[tokio::test]
 async fn resource_conflict_replaces_old_session_by_default() {
     let server = server();
-    let (mut first, _) = bound(&server, "alice", "same").await;
-    let (mut second, jid) = bound(&server, "alice", "same").await;
+    let mut first = server.login("alice", "same").await.unwrap();
+    let (mut second, jid) = XmlClient::logged_in(server.port, "localhost", "alice", "secret", "same").await.unwrap();
     assert_eq!(jid, "alice@localhost/same");
     // RFC 6120 §7.7.2.2: the old session gets a conflict stream error.
     let out = first.expect_closed().await.unwrap();
     assert!(out.contains("<conflict "), "{out}");
-    second.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    second.expect("id='p'").await.unwrap();
+    second.barrier().await.unwrap();
     // RFC 6120 §7.6: an empty resource gets a server-generated one.
     let mut c = tls_client(&server).await;
     c.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{PLAIN_ALICE}</auth>"))
@@ -344,7 +336,7 @@ async fn direct_tls_login() {
 #[tokio::test]
 async fn sigterm_closes_streams_and_exits_zero() {
     let mut server = server();
-    let (mut c, _) = bound(&server, "alice", "r").await;
+    let mut c = server.login("alice", "r").await.unwrap();
     let status = server.terminate().unwrap();
     assert!(status.success(), "{status}");
     let out = c.expect_closed().await.unwrap();
@@ -357,8 +349,8 @@ async fn sigterm_closes_streams_and_exits_zero() {
 #[tokio::test]
 async fn a_burst_of_messages_arrives_complete_and_in_order() {
     let server = server();
-    let (mut alice, _) = bound(&server, "alice", "home").await;
-    let (mut bob, bob_jid) = bound(&server, "bob", "phone").await;
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let (mut bob, bob_jid) = XmlClient::logged_in(server.port, "localhost", "bob", "secret", "phone").await.unwrap();
     let burst: String = (0..500)
         .map(|i| format!("<message to='{bob_jid}' type='chat' id='b{i}'><body>n{i}.</body></message>"))
         .collect();

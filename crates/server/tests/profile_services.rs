@@ -6,7 +6,6 @@
 use starling_proto::xmpp_parsers::{caps, disco::DiscoInfoResult, hashes::Algo};
 use starling_proto::Element;
 use starling_testkit::{TestServer, XmlClient};
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 /// base64("\0alice\0secret")
@@ -19,49 +18,13 @@ const CONTACT_ADDRESSES: &str = "[modules.contact_addresses]\n\
     admin = [\"mailto:xmpp@localhost\", \"xmpp:admin@localhost\"]\n\
     abuse = [\"mailto:abuse@localhost\"]\n";
 
-fn server_with(users: &[&str], extra_config: &str) -> TestServer {
-    let server = TestServer::builder(BIN).config(extra_config).start().expect("server starts");
-    for user in users {
-        server.add_user(user, "secret").unwrap();
-    }
-    server
-}
-
-async fn login(server: &TestServer, user: &str, resource: &str) -> XmlClient {
-    XmlClient::logged_in(server.port, "localhost", user, "secret", resource).await.unwrap().0
-}
-
-/// Sends `xml` and returns the whole reply stanza whose id is `id`.
-async fn request(c: &mut XmlClient, xml: &str, id: &str) -> String {
-    c.send(xml).await.unwrap();
-    reply(c, id).await
-}
-
-/// Waits for the IQ with `id` and returns it, from its start tag to its end.
-async fn reply(c: &mut XmlClient, id: &str) -> String {
-    let head = c.expect(&format!("id='{id}'")).await.unwrap();
-    let start = head.rfind("<iq").expect("the id is on an iq");
-    let mut out = head[start..].to_owned();
-    let rest_of_tag = c.expect(">").await.unwrap();
-    out.push_str(&rest_of_tag);
-    if !rest_of_tag.ends_with("/>") {
-        out.push_str(&c.expect("</iq>").await.unwrap());
-    }
-    out
-}
-
-/// A ping round trip: everything the client sent before has been handled.
-async fn sync(c: &mut XmlClient) {
-    request(c, "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", "sync").await;
-}
-
 /// `contact` subscribes to `user`'s presence and `user` approves (RFC 6121
 /// §3.1): `user`'s roster then has `contact` with subscription "from".
 async fn subscribe(contact: &mut XmlClient, user: &mut XmlClient, user_jid: &str, contact_jid: &str) {
     contact.send(&format!("<presence to='{user_jid}' type='subscribe'/>")).await.unwrap();
-    sync(contact).await;
+    contact.barrier().await.unwrap();
     user.send(&format!("<presence to='{contact_jid}' type='subscribed'/>")).await.unwrap();
-    sync(user).await;
+    user.barrier().await.unwrap();
 }
 
 fn vcard_set(id: &str, inner: &str) -> String {
@@ -70,80 +33,90 @@ fn vcard_set(id: &str, inner: &str) -> String {
 
 #[tokio::test]
 async fn vcard_own_other_users_and_limits() {
-    let server = server_with(&["alice", "bob", "carol"], "");
-    let mut alice = login(&server, "alice", "home").await;
-    let mut bob = login(&server, "bob", "phone").await;
+    let server =
+        TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret"), ("carol", "secret")]).unwrap();
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let mut bob = server.login("bob", "phone").await.unwrap();
 
     // XEP-0054 §3.1: none stored yet → an IQ-result with an empty <vCard/>.
-    let out = request(&mut alice, "<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>", "v1").await;
+    let out = alice.request("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>", "v1").await.unwrap();
     assert!(out.contains("type='result'") && out.contains("<vCard xmlns='vcard-temp'/>"), "{out}");
 
     // §3.2: the owner sets it (no 'to'), the server answers with an empty result.
     let inner = "<FN>Alice Liddell</FN><N><FAMILY>Liddell</FAMILY><GIVEN>Alice</GIVEN></N>\
                  <NICKNAME>alice</NICKNAME><DESC>Curiouser and curiouser</DESC>";
-    let out = request(&mut alice, &vcard_set("v2", inner), "v2").await;
+    let out = alice.request(&vcard_set("v2", inner), "v2").await.unwrap();
     assert!(out.contains("type='result'") && !out.contains("<error"), "{out}");
-    let out = request(&mut alice, "<iq type='get' id='v1b'><vCard xmlns='vcard-temp'/></iq>", "v1b").await;
+    let out = alice.request("<iq type='get' id='v1b'><vCard xmlns='vcard-temp'/></iq>", "v1b").await.unwrap();
     assert!(out.contains("<FN>Alice Liddell</FN>") && out.contains("<GIVEN>Alice</GIVEN>"), "{out}");
 
     // §3.3: another user reads it at the bare JID; the server answers for her.
-    let out =
-        request(&mut bob, "<iq type='get' id='v3' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>", "v3").await;
+    let out = bob
+        .request("<iq type='get' id='v3' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>", "v3")
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && out.contains("from='alice@localhost'"), "{out}");
     assert!(out.contains("<FN>Alice Liddell</FN>") && out.contains("<DESC>Curiouser and curiouser</DESC>"), "{out}");
-    alice.expect_none("id='v3'", Duration::from_millis(200)).await.unwrap();
+    // Answered by the server: the request never reaches her session.
+    bob.barrier().await.unwrap();
+    let out = alice.barrier().await.unwrap();
+    assert!(!out.contains("id='v3'"), "{out}");
 
     // §3.3: no vCard and no such user get the same service-unavailable.
     for (id, to) in [("v4", "carol@localhost"), ("v5", "nobody@localhost")] {
-        let out =
-            request(&mut bob, &format!("<iq type='get' id='{id}' to='{to}'><vCard xmlns='vcard-temp'/></iq>"), id)
-                .await;
+        let out = bob
+            .request(&format!("<iq type='get' id='{id}' to='{to}'><vCard xmlns='vcard-temp'/></iq>"), id)
+            .await
+            .unwrap();
         assert!(out.contains("type='error'") && out.contains("<service-unavailable "), "{out}");
     }
 
     // §3.2: setting someone else's vCard is forbidden.
-    let out = request(
-        &mut bob,
-        "<iq type='set' id='v6' to='alice@localhost'><vCard xmlns='vcard-temp'><FN>Bob was here</FN></vCard></iq>",
-        "v6",
-    )
-    .await;
+    let out = bob
+        .request(
+            "<iq type='set' id='v6' to='alice@localhost'><vCard xmlns='vcard-temp'><FN>Bob was here</FN></vCard></iq>",
+            "v6",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='error'") && out.contains("<forbidden "), "{out}");
 
     // The configured limit (64 KiB by default): a larger vCard is refused
     // (RFC 6120 §8.3.3.9 not-acceptable) and the stored one is kept.
     let big = format!("<FN>Big</FN><DESC>{}</DESC>", "a".repeat(70 * 1024));
-    let out = request(&mut alice, &vcard_set("v7", &big), "v7").await;
+    let out = alice.request(&vcard_set("v7", &big), "v7").await.unwrap();
     let tail = &out[out.len().saturating_sub(400)..];
     assert!(out.contains("type='error'") && out.contains("<not-acceptable "), "{tail}");
-    let out =
-        request(&mut bob, "<iq type='get' id='v8' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>", "v8").await;
+    let out = bob
+        .request("<iq type='get' id='v8' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>", "v8")
+        .await
+        .unwrap();
     assert!(out.contains("<FN>Alice Liddell</FN>"), "{out}");
 
     // §4: the feature is advertised.
-    let out = request(
-        &mut bob,
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        "d1",
-    )
-    .await;
+    let out = bob
+        .request(
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='vcard-temp'/>"), "{out}");
 }
 
 #[tokio::test]
 async fn vcard_photo_hash_is_added_to_presence() {
-    let server = server_with(&["alice", "bob"], "");
-    let mut alice = login(&server, "alice", "home").await;
-    let mut bob = login(&server, "bob", "phone").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let mut bob = server.login("bob", "phone").await.unwrap();
     subscribe(&mut bob, &mut alice, "alice@localhost", "bob@localhost").await;
     bob.send("<presence/>").await.unwrap();
     // Its reflection and the probe answer for alice are queued before the pong.
-    sync(&mut bob).await;
-    bob.received.clear();
+    bob.barrier().await.unwrap();
 
     // XEP-0153 §3.1: the avatar goes into the vCard (base64 in PHOTO/BINVAL)...
     let photo = format!("<FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{PHOTO}</BINVAL></PHOTO>");
-    let out = request(&mut alice, &vcard_set("a1", &photo), "a1").await;
+    let out = alice.request(&vcard_set("a1", &photo), "a1").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
 
     // ...and the SHA-1 of the image bytes, in hex, into every available
@@ -157,191 +130,197 @@ async fn vcard_photo_hash_is_added_to_presence() {
 
     // A client that sends its own update element is left alone.
     alice.send("<presence><x xmlns='vcard-temp:x:update'/></presence>").await.unwrap();
-    let seen = bob.expect("</presence>").await.unwrap_or_else(|_| bob.received.clone());
-    assert!(!seen.contains(PHOTO_SHA1), "{seen}");
+    alice.barrier().await.unwrap();
+    let seen = bob.barrier().await.unwrap();
+    assert!(seen.contains("from='alice@localhost/home'") && !seen.contains(PHOTO_SHA1), "{seen}");
 
     // A vCard without a photo: an empty <photo/> says "no avatar" (§4.1).
-    let out = request(&mut alice, &vcard_set("a2", "<FN>Alice</FN>"), "a2").await;
+    let out = alice.request(&vcard_set("a2", "<FN>Alice</FN>"), "a2").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
     alice.send("<presence/>").await.unwrap();
     let seen = bob.expect("</presence>").await.unwrap();
     assert!(seen.contains("<x xmlns='vcard-temp:x:update'><photo/></x>"), "{seen}");
 
     // Image data that is not base64 is refused.
-    let out = request(&mut alice, &vcard_set("a3", "<PHOTO><BINVAL>not*base64</BINVAL></PHOTO>"), "a3").await;
+    let out = alice.request(&vcard_set("a3", "<PHOTO><BINVAL>not*base64</BINVAL></PHOTO>"), "a3").await.unwrap();
     assert!(out.contains("<bad-request "), "{out}");
 }
 
 #[tokio::test]
 async fn private_storage_set_get_and_refusals() {
-    let server = server_with(&["alice", "bob"], "");
-    let mut alice = login(&server, "alice", "home").await;
-    let mut bob = login(&server, "bob", "phone").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let mut bob = server.login("bob", "phone").await.unwrap();
 
     // XEP-0049 §2.3 example 1: store a fragment in its own namespace.
-    let out = request(
-        &mut alice,
-        "<iq type='set' id='1001'><query xmlns='jabber:iq:private'>\
+    let out = alice
+        .request(
+            "<iq type='set' id='1001'><query xmlns='jabber:iq:private'>\
          <exodus xmlns='exodus:prefs'><defaultnick>Hamlet</defaultnick></exodus></query></iq>",
-        "1001",
-    )
-    .await;
+            "1001",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && !out.contains("<error"), "{out}");
 
     // §2.3 example 2: get it back by element name and namespace.
-    let out = request(
-        &mut alice,
-        "<iq type='get' id='1002'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
-        "1002",
-    )
-    .await;
+    let out = alice
+        .request(
+            "<iq type='get' id='1002'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
+            "1002",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && out.contains("<defaultnick>Hamlet</defaultnick>"), "{out}");
 
     // Nothing stored under another key: the empty element comes back.
-    let out = request(
-        &mut alice,
-        "<iq type='get' id='g2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>",
-        "g2",
-    )
-    .await;
+    let out = alice
+        .request(
+            "<iq type='get' id='g2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>",
+            "g2",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<storage xmlns='storage:bookmarks'/>") && !out.contains("Hamlet"), "{out}");
 
     // Each user has their own storage.
-    let out = request(
-        &mut bob,
-        "<iq type='get' id='g3'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
-        "g3",
-    )
-    .await;
+    let out = bob
+        .request(
+            "<iq type='get' id='g3'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
+            "g3",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && !out.contains("Hamlet"), "{out}");
 
     // §2.3 example 3 / §3: another user's data is forbidden, for get and set.
-    let out = request(
-        &mut bob,
-        "<iq type='set' id='1003' to='alice@localhost'><query xmlns='jabber:iq:private'>\
+    let out = bob
+        .request(
+            "<iq type='set' id='1003' to='alice@localhost'><query xmlns='jabber:iq:private'>\
          <exodus xmlns='exodus:prefs'><defaultnick>Macbeth</defaultnick></exodus></query></iq>",
-        "1003",
-    )
-    .await;
+            "1003",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='error'") && out.contains("<forbidden "), "{out}");
-    let out = request(
-        &mut bob,
-        "<iq type='get' id='1003b' to='alice@localhost'><query xmlns='jabber:iq:private'>\
+    let out = bob
+        .request(
+            "<iq type='get' id='1003b' to='alice@localhost'><query xmlns='jabber:iq:private'>\
          <exodus xmlns='exodus:prefs'/></query></iq>",
-        "1003b",
-    )
-    .await;
+            "1003b",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<forbidden ") && !out.contains("Hamlet"), "{out}");
 
     // §2.3: a query without a child element is not acceptable.
-    let out = request(&mut alice, "<iq type='get' id='1004'><query xmlns='jabber:iq:private'/></iq>", "1004").await;
+    let out = alice.request("<iq type='get' id='1004'><query xmlns='jabber:iq:private'/></iq>", "1004").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<not-acceptable "), "{out}");
 
     // §2.3 example 5 / §3: reserved namespaces (jabber:*, http://jabber.org/*, vcard-temp).
     for (id, ns) in [("1005", "jabber:iq:roster"), ("1006", "http://jabber.org/protocol/muc"), ("1007", "vcard-temp")] {
-        let out = request(
-            &mut alice,
-            &format!(
-                "<iq type='set' id='{id}'><query xmlns='jabber:iq:private'>\
+        let out = alice
+            .request(
+                &format!(
+                    "<iq type='set' id='{id}'><query xmlns='jabber:iq:private'>\
                  <foo xmlns='{ns}'><bar>Hamlet</bar></foo></query></iq>"
-            ),
-            id,
-        )
-        .await;
+                ),
+                id,
+            )
+            .await
+            .unwrap();
         assert!(out.contains("type='error'") && out.contains("<not-acceptable "), "{ns}: {out}");
     }
     // A child without its own namespace inherits jabber:iq:private: reserved too.
-    let out = request(
-        &mut alice,
-        "<iq type='set' id='1008'><query xmlns='jabber:iq:private'><foo>x</foo></query></iq>",
-        "1008",
-    )
-    .await;
+    let out = alice
+        .request("<iq type='set' id='1008'><query xmlns='jabber:iq:private'><foo>x</foo></query></iq>", "1008")
+        .await
+        .unwrap();
     assert!(out.contains("<not-acceptable "), "{out}");
     // The stored fragment is untouched by the refused requests.
-    let out = request(
-        &mut alice,
-        "<iq type='get' id='1009'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
-        "1009",
-    )
-    .await;
+    let out = alice
+        .request(
+            "<iq type='get' id='1009'><query xmlns='jabber:iq:private'><exodus xmlns='exodus:prefs'/></query></iq>",
+            "1009",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<defaultnick>Hamlet</defaultnick>"), "{out}");
 }
 
 #[tokio::test]
 async fn last_activity_for_server_self_contact_and_stranger() {
-    let server = server_with(&["alice", "bob", "carol"], "");
-    let mut alice = login(&server, "alice", "home").await;
-    let mut bob = login(&server, "bob", "phone").await;
-    let mut carol = login(&server, "carol", "pc").await;
+    let server =
+        TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret"), ("carol", "secret")]).unwrap();
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let mut bob = server.login("bob", "phone").await.unwrap();
+    let mut carol = server.login("carol", "pc").await.unwrap();
     subscribe(&mut bob, &mut alice, "alice@localhost", "bob@localhost").await;
 
     // XEP-0012 §5: to the server, its uptime and no text.
-    let out =
-        request(&mut carol, "<iq type='get' id='l1' to='localhost'><query xmlns='jabber:iq:last'/></iq>", "l1").await;
+    let out = carol
+        .request("<iq type='get' id='l1' to='localhost'><query xmlns='jabber:iq:last'/></iq>", "l1")
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && out.contains("<query xmlns='jabber:iq:last' seconds='"), "{out}");
 
     // §3: while the user has a session, 0 seconds — to herself and to a
     // subscribed contact.
-    let out = request(&mut alice, "<iq type='get' id='l2'><query xmlns='jabber:iq:last'/></iq>", "l2").await;
+    let out = alice.request("<iq type='get' id='l2'><query xmlns='jabber:iq:last'/></iq>", "l2").await.unwrap();
     assert!(out.contains("seconds='0'"), "{out}");
     let get = |id: &str| format!("<iq type='get' id='{id}' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>");
-    let out = request(&mut bob, &get("l3"), "l3").await;
+    let out = bob.request(&get("l3"), "l3").await.unwrap();
     assert!(out.contains("type='result'") && out.contains("seconds='0'"), "{out}");
 
     // §3 / §8: someone not subscribed to her presence gets forbidden.
-    let out = request(&mut carol, &get("l4"), "l4").await;
+    let out = carol.request(&get("l4"), "l4").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<forbidden ") && !out.contains("seconds="), "{out}");
 
     // §4: to a full JID, the server stops unauthorized queries itself...
-    let out = request(
-        &mut carol,
-        "<iq type='get' id='l5' to='alice@localhost/home'><query xmlns='jabber:iq:last'/></iq>",
-        "l5",
-    )
-    .await;
+    let out = carol
+        .request("<iq type='get' id='l5' to='alice@localhost/home'><query xmlns='jabber:iq:last'/></iq>", "l5")
+        .await
+        .unwrap();
     assert!(out.contains("<forbidden "), "{out}");
-    alice.expect_none("id='l5'", Duration::from_millis(200)).await.unwrap();
+    carol.barrier().await.unwrap();
+    let out = alice.barrier().await.unwrap();
+    assert!(!out.contains("id='l5'"), "{out}");
     // ...and delivers those from subscribed contacts to the client.
     bob.send("<iq type='get' id='l6' to='alice@localhost/home'><query xmlns='jabber:iq:last'/></iq>").await.unwrap();
-    let out = reply(&mut alice, "l6").await;
+    let out = alice.reply("l6").await.unwrap();
     assert!(out.contains("from='bob@localhost/phone'") && out.contains("jabber:iq:last"), "{out}");
     alice
         .send("<iq type='result' id='l6' to='bob@localhost/phone'><query xmlns='jabber:iq:last' seconds='123'/></iq>")
         .await
         .unwrap();
-    let out = reply(&mut bob, "l6").await;
+    let out = bob.reply("l6").await.unwrap();
     assert!(out.contains("seconds='123'"), "{out}");
 
     // §3: after logout, the seconds since and the status of her last
     // unavailable presence.
     alice.send("<presence/>").await.unwrap();
     alice.send("<presence type='unavailable'><status>Heading Home</status></presence>").await.unwrap();
-    sync(&mut alice).await;
+    alice.barrier().await.unwrap();
     alice.send("</stream:stream>").await.unwrap();
+    // The server closes the stream once it is done with the session (its
+    // last activity stored).
     alice.expect_closed().await.unwrap();
-    let mut out = String::new();
-    for attempt in 0.. {
-        out = request(&mut bob, &get(&format!("l7-{attempt}")), &format!("l7-{attempt}")).await;
-        if out.contains("Heading Home") || attempt == 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let out = bob.request(&get("l7"), "l7").await.unwrap();
     assert!(
         out.contains("type='result'") && out.contains("seconds='") && out.contains(">Heading Home</query>"),
         "{out}"
     );
-    let out = request(&mut carol, &get("l8"), "l8").await;
+    let out = carol.request(&get("l8"), "l8").await.unwrap();
     assert!(out.contains("<forbidden ") && !out.contains("Heading Home"), "{out}");
 
     // §6: the feature is advertised.
-    let out = request(
-        &mut bob,
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        "d1",
-    )
-    .await;
+    let out = bob
+        .request(
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='jabber:iq:last'/>"), "{out}");
 }
 
@@ -355,7 +334,7 @@ fn attr_of<'a>(xml: &'a str, start: &str, attr: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn disco_has_serverinfo_form_and_caps_stream_feature() {
-    let server = server_with(&["alice"], CONTACT_ADDRESSES);
+    let server = TestServer::builder(BIN).config(CONTACT_ADDRESSES).with_users(&[("alice", "secret")]).unwrap();
     let mut c = XmlClient::connect(server.port, "localhost").await.unwrap();
     c.starttls().await.unwrap();
     c.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{PLAIN_ALICE}</auth>"))
@@ -371,15 +350,16 @@ async fn disco_has_serverinfo_form_and_caps_stream_feature() {
     c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>")
         .await
         .unwrap();
-    reply(&mut c, "b").await;
+    c.reply("b").await.unwrap();
 
     // XEP-0157 §3 / XEP-0128 §2: the serverinfo form in the server's disco#info.
-    let out = request(
-        &mut c,
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        "d1",
-    )
-    .await;
+    let out = c
+        .request(
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<x xmlns='jabber:x:data' type='result'>"), "{out}");
     assert!(out.contains("<value>http://jabber.org/network/serverinfo</value>"), "{out}");
     assert!(
@@ -399,24 +379,26 @@ async fn disco_has_serverinfo_form_and_caps_stream_feature() {
     assert_eq!(hash.to_base64(), ver, "{out}");
 
     // §6.2: disco#info at node#ver is answered with the same information.
-    let out = request(
-        &mut c,
-        &format!(
-            "<iq type='get' id='d2' to='localhost'>\
+    let out = c
+        .request(
+            &format!(
+                "<iq type='get' id='d2' to='localhost'>\
              <query xmlns='http://jabber.org/protocol/disco#info' node='https://starling.im#{ver}'/></iq>"
-        ),
-        "d2",
-    )
-    .await;
+            ),
+            "d2",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && out.contains(&format!("node='https://starling.im#{ver}'")), "{out}");
     assert!(out.contains("<value>http://jabber.org/network/serverinfo</value>"), "{out}");
-    let out = request(
-        &mut c,
-        "<iq type='get' id='d3' to='localhost'>\
+    let out = c
+        .request(
+            "<iq type='get' id='d3' to='localhost'>\
          <query xmlns='http://jabber.org/protocol/disco#info' node='https://starling.im#stale'/></iq>",
-        "d3",
-    )
-    .await;
+            "d3",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<item-not-found "), "{out}");
 }
 

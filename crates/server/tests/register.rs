@@ -9,26 +9,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const OPEN: &str = "[modules.register]\nallow_registration = true\n";
 const FEATURE: &str = "<register xmlns='http://jabber.org/features/iq-register'/>";
 
-fn server(config: &str, users: &[&str]) -> TestServer {
-    let server = TestServer::builder(BIN).config(config).start().expect("server starts");
-    for user in users {
-        server.add_user(user, "secret").unwrap();
-    }
-    server
-}
-
-/// Sends `xml` and returns everything up to the end of the IQ with `id`.
-async fn iq(c: &mut XmlClient, xml: &str, id: &str) -> String {
-    c.send(xml).await.unwrap();
-    let mut out = c.expect(&format!("id='{id}'")).await.unwrap();
-    let tag = c.expect(">").await.unwrap();
-    out.push_str(&tag);
-    if !tag.ends_with("/>") {
-        out.push_str(&c.expect("</iq>").await.unwrap());
-    }
-    out
-}
-
 fn register_set(id: &str, fields: &str) -> String {
     format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>{fields}</query></iq>")
 }
@@ -60,22 +40,9 @@ async fn can_log_in(server: &TestServer, user: &str, password: &str) -> bool {
     outcome.contains("<success")
 }
 
-async fn login(server: &TestServer, user: &str, password: &str, resource: &str) -> XmlClient {
-    XmlClient::logged_in(server.port, "localhost", user, password, resource).await.unwrap().0
-}
-
-/// Logs in, fetches the roster (so it gets pushes) and sends initial presence.
-async fn online(server: &TestServer, user: &str, resource: &str) -> XmlClient {
-    let mut c = login(server, user, "secret", resource).await;
-    iq(&mut c, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>", "roster").await;
-    c.send("<presence/>").await.unwrap();
-    c.expect(&format!("from='{user}@localhost/{resource}'")).await.unwrap();
-    c
-}
-
 #[tokio::test]
 async fn fields_then_registration_then_login_on_the_same_stream() {
-    let server = server(OPEN, &[]);
+    let server = TestServer::builder(BIN).config(OPEN).start().unwrap();
 
     // §8 + RFC 6120 §5.3.1: with TLS required, nothing but STARTTLS before it.
     let mut c = XmlClient::connect(server.port, "localhost").await.unwrap();
@@ -91,28 +58,31 @@ async fn fields_then_registration_then_login_on_the_same_stream() {
     assert!(features.contains(FEATURE) && features.contains("<mechanisms"), "{features}");
 
     // §3.1: the entity asks for the fields; the host lists username and password.
-    let out =
-        iq(&mut c, "<iq type='get' id='reg1' to='localhost'><query xmlns='jabber:iq:register'/></iq>", "reg1").await;
+    let out = c
+        .request("<iq type='get' id='reg1' to='localhost'><query xmlns='jabber:iq:register'/></iq>", "reg1")
+        .await
+        .unwrap();
     assert!(out.contains("type='result'") && out.contains("<instructions>"), "{out}");
     assert!(out.contains("<username/>") && out.contains("<password/>"), "{out}");
     assert!(!out.contains("<registered/>"), "§3.1.1: unauthenticated means unregistered: {out}");
 
     // §3.1: it provides them; an empty result means success.
-    let out = iq(&mut c, &register_set("reg2", &credentials("romeo", "montague-1597")), "reg2").await;
+    let out = c.request(&register_set("reg2", &credentials("romeo", "montague-1597")), "reg2").await.unwrap();
     assert!(out.contains("type='result'") && !out.contains("<error"), "{out}");
 
     // §3.1.1: the new identity then authenticates on the same stream.
     let jid = c.login_plain("romeo", "montague-1597", "balcony").await.unwrap();
     assert_eq!(jid, "romeo@localhost/balcony");
     // §10: the disco feature, and §3.1: a registered entity gets <registered/>.
-    let out = iq(
-        &mut c,
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        "d1",
-    )
-    .await;
+    let out = c
+        .request(
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='jabber:iq:register'/>"), "{out}");
-    let out = iq(&mut c, "<iq type='get' id='reg3'><query xmlns='jabber:iq:register'/></iq>", "reg3").await;
+    let out = c.request("<iq type='get' id='reg3'><query xmlns='jabber:iq:register'/></iq>", "reg3").await.unwrap();
     assert!(out.contains("<registered/>") && out.contains("<username>romeo</username>"), "{out}");
 
     // And on a stream of its own, with SCRAM keys stored for every hash.
@@ -121,7 +91,7 @@ async fn fields_then_registration_then_login_on_the_same_stream() {
 
 #[tokio::test]
 async fn registration_errors_follow_the_xep() {
-    let server = server(OPEN, &["alice"]);
+    let server = TestServer::builder(BIN).config(OPEN).with_users(&[("alice", "secret")]).unwrap();
     let (mut c, _) = tls(&server).await;
     let cases = [
         // §3.1: the desired username is taken.
@@ -140,14 +110,14 @@ async fn registration_errors_follow_the_xep() {
     ];
     for (i, (fields, condition)) in cases.iter().enumerate() {
         let id = format!("e{i}");
-        let out = iq(&mut c, &register_set(&id, fields), &id).await;
+        let out = c.request(&register_set(&id, fields), &id).await.unwrap();
         assert!(out.contains("type='error'") && out.contains(condition), "{fields}: {out}");
     }
     // The conflict left alice's password alone, and nothing was created.
     assert!(can_log_in(&server, "alice", "secret").await);
     assert!(!can_log_in(&server, "newbie", "long-enough-1").await);
     // The stream survived every error: it still registers and authenticates.
-    let out = iq(&mut c, &register_set("ok", &credentials("newbie", "long-enough-1")), "ok").await;
+    let out = c.request(&register_set("ok", &credentials("newbie", "long-enough-1")), "ok").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
     c.login_plain("newbie", "long-enough-1", "r").await.unwrap();
 
@@ -161,19 +131,20 @@ async fn registration_errors_follow_the_xep() {
 
 #[tokio::test]
 async fn registrations_are_limited_per_address() {
-    let server = server(&format!("{OPEN}max_per_ip = 2\n"), &["taken"]);
+    let server =
+        TestServer::builder(BIN).config(&format!("{OPEN}max_per_ip = 2\n")).with_users(&[("taken", "secret")]).unwrap();
     let (mut c, _) = tls(&server).await;
-    let out = iq(&mut c, &register_set("r1", &credentials("first", "long-enough-1")), "r1").await;
+    let out = c.request(&register_set("r1", &credentials("first", "long-enough-1")), "r1").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
     // A failed attempt does not use up the allowance.
-    let out = iq(&mut c, &register_set("r2", &credentials("taken", "long-enough-1")), "r2").await;
+    let out = c.request(&register_set("r2", &credentials("taken", "long-enough-1")), "r2").await.unwrap();
     assert!(out.contains("<conflict "), "{out}");
     // Streams share the count: it is per IP address.
     let (mut c, _) = tls(&server).await;
-    let out = iq(&mut c, &register_set("r3", &credentials("second", "long-enough-1")), "r3").await;
+    let out = c.request(&register_set("r3", &credentials("second", "long-enough-1")), "r3").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
     // §3.1.1: too many registrations: not-acceptable.
-    let out = iq(&mut c, &register_set("r4", &credentials("third", "long-enough-1")), "r4").await;
+    let out = c.request(&register_set("r4", &credentials("third", "long-enough-1")), "r4").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<not-acceptable "), "{out}");
     assert!(!can_log_in(&server, "third", "long-enough-1").await);
     assert!(can_log_in(&server, "second", "long-enough-1").await);
@@ -182,67 +153,69 @@ async fn registrations_are_limited_per_address() {
 #[tokio::test]
 async fn registration_is_refused_when_disabled() {
     // The module is loaded by default with allow_registration = false.
-    let server = server("", &["alice"]);
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret")]).unwrap();
     let (mut c, features) = tls(&server).await;
     // §8: no stream feature.
     assert!(!features.contains("iq-register"), "{features}");
     // §3.1: a host without in-band registration answers service-unavailable…
-    let out = iq(&mut c, "<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>", "g").await;
+    let out = c.request("<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>", "g").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<service-unavailable "), "{out}");
     // …and a registration attempt is not allowed.
-    let out = iq(&mut c, &register_set("s", &credentials("mallory", "long-enough-1")), "s").await;
+    let out = c.request(&register_set("s", &credentials("mallory", "long-enough-1")), "s").await.unwrap();
     assert!(out.contains("type='error'") && out.contains("<not-allowed "), "{out}");
     assert!(!can_log_in(&server, "mallory", "long-enough-1").await);
     // §10: password changes still work in-band, so the feature is advertised.
-    let mut a = login(&server, "alice", "secret", "r").await;
-    let out = iq(
-        &mut a,
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        "d1",
-    )
-    .await;
+    let mut a = server.login("alice", "r").await.unwrap();
+    let out = a
+        .request(
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("<feature var='jabber:iq:register'/>"), "{out}");
 }
 
 #[tokio::test]
 async fn password_change_then_login_with_the_new_password() {
-    let server = server("", &["alice", "bob"]);
-    let mut a = login(&server, "alice", "secret", "r").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut a = server.login("alice", "r").await.unwrap();
     let set = |id: &str, fields: &str| {
         format!("<iq type='set' id='{id}' to='localhost'><query xmlns='jabber:iq:register'>{fields}</query></iq>")
     };
     // §3.3: an empty password never replaces the current one.
-    let out = iq(&mut a, &set("c1", "<username>alice</username><password/>"), "c1").await;
+    let out = a.request(&set("c1", "<username>alice</username><password/>"), "c1").await.unwrap();
     assert!(out.contains("<bad-request "), "{out}");
     // Someone else's password is not ours to change.
-    let out = iq(&mut a, &set("c2", &credentials("bob", "long-enough-1")), "c2").await;
+    let out = a.request(&set("c2", &credentials("bob", "long-enough-1")), "c2").await.unwrap();
     assert!(out.contains("<forbidden "), "{out}");
-    let out = iq(&mut a, &set("c3", &credentials("alice", "short")), "c3").await;
+    let out = a.request(&set("c3", &credentials("alice", "short")), "c3").await.unwrap();
     assert!(out.contains("<not-acceptable "), "{out}");
     assert!(can_log_in(&server, "alice", "secret").await, "failed changes keep the password");
     assert!(can_log_in(&server, "bob", "secret").await);
 
     // §3.3: the change, answered with an empty result.
-    let out = iq(&mut a, &set("c4", &credentials("alice", "juliet-loves-1")), "c4").await;
+    let out = a.request(&set("c4", &credentials("alice", "juliet-loves-1")), "c4").await.unwrap();
     assert!(out.contains("type='result'") && !out.contains("<error"), "{out}");
     assert!(!can_log_in(&server, "alice", "secret").await);
-    let mut again = login(&server, "alice", "juliet-loves-1", "new").await;
+    let mut again = XmlClient::logged_in(server.port, "localhost", "alice", "juliet-loves-1", "new").await.unwrap().0;
     // Without `to` it is handled for the account (RFC 6120 §10.3) the same way.
-    let out = iq(
-        &mut again,
-        "<iq type='set' id='c5'><query xmlns='jabber:iq:register'><password>third-password</password></query></iq>",
-        "c5",
-    )
-    .await;
+    let out = again
+        .request(
+            "<iq type='set' id='c5'><query xmlns='jabber:iq:register'><password>third-password</password></query></iq>",
+            "c5",
+        )
+        .await
+        .unwrap();
     assert!(out.contains("type='result'"), "{out}");
     assert!(can_log_in(&server, "alice", "third-password").await);
 }
 
 #[tokio::test]
 async fn account_removal_cancels_subscriptions_and_ends_sessions() {
-    let server = server("", &["alice", "bob"]);
-    let mut alice = online(&server, "alice", "home").await;
-    let mut bob = online(&server, "bob", "phone").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.online("alice", "home").await.unwrap();
+    let mut bob = server.online("bob", "phone").await.unwrap();
     // A mutual subscription (RFC 6121 §3.1), approved both ways.
     alice.send("<presence to='bob@localhost' type='subscribe'/>").await.unwrap();
     bob.expect("type='subscribe'").await.unwrap();
@@ -253,9 +226,9 @@ async fn account_removal_cancels_subscriptions_and_ends_sessions() {
     alice.send("<presence to='bob@localhost' type='subscribed'/>").await.unwrap();
     alice.expect("subscription='both'").await.unwrap();
     bob.expect("subscription='both'").await.unwrap();
-    let out = iq(&mut bob, "<iq type='get' id='b1'><query xmlns='jabber:iq:roster'/></iq>", "b1").await;
+    let out = bob.request("<iq type='get' id='b1'><query xmlns='jabber:iq:roster'/></iq>", "b1").await.unwrap();
     assert!(out.contains("jid='alice@localhost'") && out.contains("subscription='both'"), "{out}");
-    let mut alice2 = login(&server, "alice", "secret", "work").await;
+    let mut alice2 = server.login("alice", "work").await.unwrap();
 
     // §3.2: the remove request, without from or to.
     alice.send("<iq type='set' id='unreg1'><query xmlns='jabber:iq:register'><remove/></query></iq>").await.unwrap();
@@ -273,13 +246,13 @@ async fn account_removal_cancels_subscriptions_and_ends_sessions() {
     // §3.2 and §3.3 as if alice had cancelled both ways), and she is seen leave.
     let out = bob.expect("subscription='none'").await.unwrap();
     assert!(out.contains("jid='alice@localhost'"), "{out}");
-    let out = iq(&mut bob, "<iq type='get' id='b2'><query xmlns='jabber:iq:roster'/></iq>", "b2").await;
+    let out = bob.request("<iq type='get' id='b2'><query xmlns='jabber:iq:roster'/></iq>", "b2").await.unwrap();
     assert!(out.contains("jid='alice@localhost'") && out.contains("subscription='none'"), "{out}");
     assert!(!out.contains("ask="), "{out}");
 
     // The account is gone: no login with it any more.
     assert!(!can_log_in(&server, "alice", "secret").await);
     assert!(can_log_in(&server, "bob", "secret").await);
-    let out = iq(&mut bob, &register_set("again", &credentials("alice", "long-enough-1")), "again").await;
+    let out = bob.request(&register_set("again", &credentials("alice", "long-enough-1")), "again").await.unwrap();
     assert!(out.contains("<forbidden "), "a logged-in user cannot take over the name: {out}");
 }

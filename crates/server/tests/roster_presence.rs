@@ -2,44 +2,15 @@
 //! subscriptions (§3) and presence (§4), and XEP-0160 offline messages
 //! across restarts, against the real server binary.
 
-use starling_testkit::{TestServer, XmlClient};
-use std::time::Duration;
+use starling_testkit::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
-fn server_with(users: &[&str], extra_config: &str) -> TestServer {
-    let server = TestServer::builder(BIN).config(extra_config).start().expect("server starts");
-    for user in users {
-        server.add_user(user, "secret").unwrap();
-    }
-    server
-}
-
-async fn login(server: &TestServer, user: &str, resource: &str) -> XmlClient {
-    XmlClient::logged_in(server.port, "localhost", user, "secret", resource).await.unwrap().0
-}
-
-/// Logs in, fetches the roster (so it gets pushes) and sends initial presence.
-async fn online(server: &TestServer, user: &str, resource: &str) -> XmlClient {
-    let mut c = login(server, user, resource).await;
-    c.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await.unwrap();
-    c.expect("id='roster'").await.unwrap();
-    c.send("<presence/>").await.unwrap();
-    c.expect(&format!("from='{user}@localhost/{resource}'")).await.unwrap();
-    c
-}
-
-/// A ping round trip: everything the client sent before has been handled.
-async fn sync(c: &mut XmlClient) {
-    c.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await.unwrap();
-    c.expect("id='sync'").await.unwrap();
-}
-
 #[tokio::test]
 async fn roster_get_set_remove_with_pushes_and_versions() {
-    let server = server_with(&["alice", "bob"], "");
-    let mut a1 = login(&server, "alice", "one").await;
-    let mut a2 = login(&server, "alice", "two").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut a1 = server.login("alice", "one").await.unwrap();
+    let mut a2 = server.login("alice", "two").await.unwrap();
 
     // RFC 6121 §2.2 + XEP-0237 §3: an empty roster, version "0".
     a1.send("<iq type='get' id='g1'><query xmlns='jabber:iq:roster' ver=''/></iq>").await.unwrap();
@@ -103,8 +74,11 @@ async fn roster_get_set_remove_with_pushes_and_versions() {
 
 #[tokio::test]
 async fn roster_size_limit_is_enforced() {
-    let server = server_with(&["alice"], "[modules.roster]\nmax_items = 2\n");
-    let mut a = login(&server, "alice", "r").await;
+    let server = TestServer::builder(BIN)
+        .config("[modules.roster]\nmax_items = 2\n")
+        .with_users(&[("alice", "secret")])
+        .unwrap();
+    let mut a = server.login("alice", "r").await.unwrap();
     let set = |i: usize, contact: &str| {
         format!(
             "<iq type='set' id='s{i}'><query xmlns='jabber:iq:roster'><item jid='{contact}@localhost'/></query></iq>"
@@ -124,9 +98,9 @@ async fn roster_size_limit_is_enforced() {
 
 #[tokio::test]
 async fn subscription_handshake_then_presence_both_ways() {
-    let server = server_with(&["alice", "bob"], "");
-    let mut alice = online(&server, "alice", "home").await;
-    let mut bob = online(&server, "bob", "phone").await;
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.online("alice", "home").await.unwrap();
+    let mut bob = server.online("bob", "phone").await.unwrap();
 
     // §3.1.2: the request is stamped with the bare JID and the roster
     // shows it pending out (ask='subscribe').
@@ -164,7 +138,7 @@ async fn subscription_handshake_then_presence_both_ways() {
     assert!(out.contains("from='bob@localhost/phone'"), "{out}");
 
     // A new session of bob's gets alice's presence at login (§4.2.2 probes).
-    let mut bob = online(&server, "bob", "laptop").await;
+    let mut bob = server.online("bob", "laptop").await.unwrap();
     bob.expect("from='alice@localhost/home'").await.unwrap();
     // Subscribing to oneself is refused.
     alice.send("<presence to='alice@localhost' type='subscribe' id='self'/>").await.unwrap();
@@ -174,14 +148,16 @@ async fn subscription_handshake_then_presence_both_ways() {
 
 #[tokio::test]
 async fn requests_wait_for_offline_users_and_preapproval_answers_at_once() {
-    let server = server_with(&["carol", "dave", "erin"], "");
-    let mut carol = online(&server, "carol", "c").await;
+    let server =
+        TestServer::builder(BIN).with_users(&[("carol", "secret"), ("dave", "secret"), ("erin", "secret")]).unwrap();
+    let mut carol = server.online("carol", "c").await.unwrap();
     // §3.1.3: dave is offline; the request waits for his next login.
     carol.send("<presence to='dave@localhost' type='subscribe'><status>it is carol</status></presence>").await.unwrap();
-    sync(&mut carol).await;
-    let mut dave = online(&server, "dave", "d").await;
-    let out = dave.expect("type='subscribe'").await.unwrap();
-    assert!(out.contains("from='carol@localhost'"), "{out}");
+    carol.barrier().await.unwrap();
+    let mut dave = server.online("dave", "d").await.unwrap();
+    // Delivered with his initial presence, so before the answer to a later ping.
+    let out = dave.barrier().await.unwrap();
+    assert!(out.contains("type='subscribe'") && out.contains("from='carol@localhost'"), "{out}");
     // §3.2: dave declines; carol's roster drops the pending request.
     dave.send("<presence to='carol@localhost' type='unsubscribed'/>").await.unwrap();
     let out = carol.expect("</iq>").await.unwrap();
@@ -192,14 +168,15 @@ async fn requests_wait_for_offline_users_and_preapproval_answers_at_once() {
     carol.expect("type='unsubscribed'").await.unwrap();
     // Once answered, the request is not delivered again.
     drop(dave);
-    let mut dave = online(&server, "dave", "d2").await;
-    dave.expect_none("type='subscribe'", Duration::from_millis(300)).await.unwrap();
+    let mut dave = server.online("dave", "d2").await.unwrap();
+    let out = dave.barrier().await.unwrap();
+    assert!(!out.contains("type='subscribe'"), "{out}");
 
     // §3.4: pre-approval, then erin's request is approved without asking dave.
     dave.send("<presence to='erin@localhost' type='subscribed'/>").await.unwrap();
     let out = dave.expect("</iq>").await.unwrap();
     assert!(out.contains("approved='true'"), "{out}");
-    let mut erin = online(&server, "erin", "e").await;
+    let mut erin = server.online("erin", "e").await.unwrap();
     erin.send("<presence to='dave@localhost' type='subscribe'/>").await.unwrap();
     let out = erin.expect("type='subscribed'").await.unwrap();
     assert!(out.contains("from='dave@localhost'"), "{out}");
@@ -210,8 +187,11 @@ async fn requests_wait_for_offline_users_and_preapproval_answers_at_once() {
 
 #[tokio::test]
 async fn offline_limit_and_messages_survive_sigterm_and_sigkill() {
-    let mut server = server_with(&["alice", "bob"], "[modules.offline]\nmax_messages = 3\n");
-    let mut alice = online(&server, "alice", "a").await;
+    let mut server = TestServer::builder(BIN)
+        .config("[modules.offline]\nmax_messages = 3\n")
+        .with_users(&[("alice", "secret"), ("bob", "secret")])
+        .unwrap();
+    let mut alice = server.online("alice", "a").await.unwrap();
     for i in 0..3 {
         alice
             .send(&format!("<message to='bob@localhost' type='chat' id='m{i}'><body>before term {i}</body></message>"))
@@ -227,26 +207,29 @@ async fn offline_limit_and_messages_survive_sigterm_and_sigkill() {
     server.spawn().unwrap();
 
     // Stored before SIGKILL: also survives.
-    let mut bob = online(&server, "bob", "b").await;
+    let mut bob = server.online("bob", "b").await.unwrap();
     for i in 0..3 {
         let out = bob.expect("</message>").await.unwrap();
         assert!(out.contains(&format!("before term {i}")) && out.contains("urn:xmpp:delay"), "{out}");
     }
-    drop(bob);
-    let mut alice = online(&server, "alice", "a").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the server has closed bob's stream, the session has left the
+    // router: the next message for him is stored.
+    bob.send("</stream:stream>").await.unwrap();
+    bob.expect_closed().await.unwrap();
+    let mut alice = server.online("alice", "a").await.unwrap();
     alice.send("<message to='bob@localhost' type='chat' id='k'><body>before kill</body></message>").await.unwrap();
-    sync(&mut alice).await;
-    let pid = server.pid().unwrap().to_string();
-    std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.barrier().await.unwrap();
+    assert!(!server.kill().unwrap().success());
     server.spawn().unwrap();
-    let mut bob = online(&server, "bob", "b").await;
-    let out = bob.expect("</message>").await.unwrap();
+    let mut bob = server.online("bob", "b").await.unwrap();
+    // Offline messages come with initial presence, before a later ping's answer.
+    let out = bob.barrier().await.unwrap();
     assert!(out.contains("before kill"), "{out}");
     // Delivered once: nothing more stored, nothing repeated at the next login.
-    bob.expect_none("<message", Duration::from_millis(300)).await.unwrap();
-    drop(bob);
-    let mut bob = online(&server, "bob", "b2").await;
-    bob.expect_none("<message", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(out.matches("<message").count(), 1, "{out}");
+    bob.send("</stream:stream>").await.unwrap();
+    bob.expect_closed().await.unwrap();
+    let mut bob = server.online("bob", "b2").await.unwrap();
+    let out = bob.barrier().await.unwrap();
+    assert!(!out.contains("<message"), "{out}");
 }

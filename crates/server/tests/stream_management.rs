@@ -55,8 +55,12 @@ async fn acks_count_stanzas_both_ways() {
     bob.sync("bob-sync").await.unwrap();
     let got = phone.expect("id='m3'").await.unwrap();
     assert!(got.contains("id='m1'") && got.contains("id='m2'"), "{got}");
-    // §4: the server asks for an ack on its own.
-    assert!(got.contains(&format!("<r xmlns='{SM}'/>")), "{got}");
+    // §4: the server asks for an ack on its own (after the first batch of
+    // stanzas written, which may be all three).
+    let request = format!("<r xmlns='{SM}'/>");
+    if !got.contains(&request) {
+        phone.expect(&request).await.unwrap();
+    }
     phone.send(&format!("<a xmlns='{SM}' h='3'/>")).await.unwrap();
     // Our own count: one stanza (the ping) handled before the <r/>.
     phone.sync("p1").await.unwrap();

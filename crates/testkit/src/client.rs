@@ -6,6 +6,7 @@ use base64::Engine;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -219,24 +220,6 @@ impl XmlClient {
         }
     }
 
-    /// Fails if `needle` is received within `wait`, counting what an earlier
-    /// `expect` read past its own needle (it may already hold the stanza).
-    pub async fn expect_none(&mut self, needle: &str, wait: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if self.received.contains(needle) {
-                bail!("unexpected {needle:?}; received: {:?}", self.received);
-            }
-            let mut buf = [0u8; 8192];
-            match tokio::time::timeout_at(deadline, self.io().read(&mut buf)).await {
-                Err(_) => return Ok(()),
-                Ok(Ok(0)) => bail!("connection closed; received: {:?}", self.received),
-                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Ok(Err(e)) => bail!("read error: {e}"),
-            }
-        }
-    }
-
     pub fn stream_header(&self) -> String {
         format!(
             "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' \
@@ -273,6 +256,50 @@ impl XmlClient {
         Ok(client)
     }
 
+    /// A barrier: a ping with a fresh id and its whole answer. Returns only
+    /// what arrived before the answer: everything the server queued for this
+    /// client before it handled the ping (RFC 6120 §10.1: stanzas of one
+    /// stream in order). For stanzas another session causes, sync that
+    /// session first, then this one.
+    pub async fn barrier(&mut self) -> anyhow::Result<String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = format!("barrier-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let ping = format!("<iq type='get' id='{id}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", self.domain);
+        self.send(&ping).await?;
+        Ok(self.take_stanza(&format!("id='{id}'")).await?.0)
+    }
+
+    /// Sends `xml` and returns the whole reply stanza whose id is `id`.
+    pub async fn request(&mut self, xml: &str, id: &str) -> anyhow::Result<String> {
+        self.send(xml).await?;
+        self.reply(id).await
+    }
+
+    /// Waits for the stanza whose id is `id` and returns it, from its start
+    /// tag to its end (what arrived before it is consumed and dropped).
+    pub async fn reply(&mut self, id: &str) -> anyhow::Result<String> {
+        Ok(self.take_stanza(&format!("id='{id}'")).await?.1)
+    }
+
+    /// Waits for `needle`, which must be inside a start tag (an attribute),
+    /// and reads to the end of that element. Returns what arrived before the
+    /// element and the element itself; both are consumed.
+    pub async fn take_stanza(&mut self, needle: &str) -> anyhow::Result<(String, String)> {
+        let mut head = self.expect(needle).await?;
+        let start = head.rfind('<').with_context(|| format!("{needle:?} is not in a start tag: {head:?}"))?;
+        let mut element = head.split_off(start);
+        let name: String = element[1..].chars().take_while(|c| !c.is_whitespace() && !"/>".contains(*c)).collect();
+        element.push_str(&self.expect(">").await?);
+        if !element.ends_with("/>") {
+            let close = format!("</{name}>");
+            // Nested elements of the same name (a forwarded message) close first.
+            while element.matches(&close).count() < open_tags(&element, &name) {
+                element.push_str(&self.expect(&close).await?);
+            }
+        }
+        Ok((head, element))
+    }
+
     /// Opens an external component's stream (XEP-0114 §3) for `self.domain`
     /// and returns the stream id the server sent.
     pub async fn open_component_stream(&mut self) -> anyhow::Result<String> {
@@ -306,6 +333,19 @@ impl XmlClient {
         Ok(component)
     }
 
+    /// A bound session that fetched its roster (so it gets roster pushes,
+    /// RFC 6121 §2.1.6) and sent initial presence; its reflection (§4.2.2)
+    /// has been received and consumed.
+    pub async fn online(port: u16, domain: &str, user: &str, password: &str, resource: &str) -> anyhow::Result<Self> {
+        let (mut client, jid) = Self::logged_in(port, domain, user, password, resource).await?;
+        client
+            .request("<iq type='get' id='online-roster'><query xmlns='jabber:iq:roster'/></iq>", "online-roster")
+            .await?;
+        client.send("<presence/>").await?;
+        client.take_stanza(&format!("from='{jid}'")).await?;
+        Ok(client)
+    }
+
     /// A bound session over STARTTLS with PLAIN.
     pub async fn logged_in(
         port: u16,
@@ -319,4 +359,17 @@ impl XmlClient {
         let jid = client.login_plain(user, password, resource).await?;
         Ok((client, jid))
     }
+}
+
+/// How many `<name …>` start tags in `xml` are not self-closing.
+fn open_tags(xml: &str, name: &str) -> usize {
+    let open = format!("<{name}");
+    xml.match_indices(&open)
+        .filter(|(at, _)| {
+            let rest = &xml[at + open.len()..];
+            let tag_end = rest.find('>');
+            rest.starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/')
+                && tag_end.is_some_and(|end| !rest[..end].ends_with('/'))
+        })
+        .count()
 }

@@ -9,12 +9,15 @@
 //! each other's accounts. Any other value of the variable (an SQLite URL
 //! would be one file shared by every server) is removed from the children.
 
+use crate::XmlClient;
 use anyhow::{anyhow, bail, Context};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The variable the server reads its database URL from (it wins over the config).
@@ -37,6 +40,8 @@ pub struct TestServer {
     pub http_port: u16,
     /// HTTPS port.
     pub https_port: u16,
+    /// The passwords `add_user` set, for [`login`](Self::login) and [`online`](Self::online).
+    passwords: Mutex<HashMap<String, String>>,
 }
 
 pub struct TestServerBuilder {
@@ -95,21 +100,6 @@ impl TestServerBuilder {
 
     pub fn start(self) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
-        let (port, tls_port, component_port) = (free_port(), free_port(), free_port());
-        let (http_port, https_port) = (free_port(), free_port());
-        let config = format!(
-            "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
-             [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n\
-             [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n{extra}",
-            domain = self.domain,
-            data = dir.path().join("data").display(),
-            req = self.require_encryption,
-            c2s = self.c2s_config,
-            http = self.http_config,
-            extra = self.extra_config,
-        );
-        std::fs::write(dir.path().join("starling.toml"), config)?;
         let database = match std::env::var(DATABASE_URL_VAR) {
             Ok(url) if is_postgres(&url) => Some(FreshDatabase::create(&url)?),
             _ => None,
@@ -120,14 +110,44 @@ impl TestServerBuilder {
             binary: self.binary,
             database,
             domain: self.domain,
-            port,
-            tls_port,
-            component_port,
-            http_port,
-            https_port,
+            port: 0,
+            tls_port: 0,
+            component_port: 0,
+            http_port: 0,
+            https_port: 0,
+            passwords: Mutex::default(),
         };
-        server.spawn()?;
-        Ok(server)
+        // A free port can be taken by another process before the server
+        // binds it (tests run in parallel): then again with other ports.
+        for attempt in 1.. {
+            (server.port, server.tls_port, server.component_port) = (free_port(), free_port(), free_port());
+            (server.http_port, server.https_port) = (free_port(), free_port());
+            let config = format!(
+                "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
+                 direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
+                 [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n\
+                 [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n{extra}",
+                domain = server.domain,
+                data = server.data_dir().display(),
+                port = server.port,
+                tls_port = server.tls_port,
+                component_port = server.component_port,
+                http_port = server.http_port,
+                https_port = server.https_port,
+                http = self.http_config,
+                req = self.require_encryption,
+                c2s = self.c2s_config,
+                extra = self.extra_config,
+            );
+            std::fs::write(server.config_path(), config)?;
+            match server.spawn() {
+                Err(e) if attempt < 5 && format!("{e:#}").contains("Address already in use") => {
+                    std::fs::write(server.path().join("server.log"), "")?;
+                }
+                result => return result.map(|()| server),
+            }
+        }
+        unreachable!("the loop returns")
     }
 }
 
@@ -218,7 +238,26 @@ impl TestServer {
     pub fn add_user(&self, user: &str, password: &str) -> anyhow::Result<String> {
         let jid = format!("{user}@{}", self.domain);
         self.cli(&["user", "add", &jid, password])?;
+        self.passwords.lock().expect("not poisoned").insert(user.to_owned(), password.to_owned());
         Ok(jid)
+    }
+
+    fn password(&self, user: &str) -> anyhow::Result<String> {
+        let passwords = self.passwords.lock().expect("not poisoned");
+        passwords.get(user).cloned().with_context(|| format!("{user} was not added with add_user"))
+    }
+
+    /// A bound session of `user` (made with [`add_user`](Self::add_user) or
+    /// [`TestServerBuilder::with_users`]), see [`XmlClient::logged_in`].
+    pub async fn login(&self, user: &str, resource: &str) -> anyhow::Result<XmlClient> {
+        let password = self.password(user)?;
+        Ok(XmlClient::logged_in(self.port, &self.domain, user, &password, resource).await?.0)
+    }
+
+    /// A session of `user` with roster and initial presence, see [`XmlClient::online`].
+    pub async fn online(&self, user: &str, resource: &str) -> anyhow::Result<XmlClient> {
+        let password = self.password(user)?;
+        XmlClient::online(self.port, &self.domain, user, &password, resource).await
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -240,6 +279,14 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGKILL (a crash: no shutdown work) and waits until the process
+    /// is gone; [`spawn`](Self::spawn) starts it again.
+    pub fn kill(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        child.kill()?;
+        Ok(child.wait()?)
     }
 
     pub fn certificate(&self) -> PathBuf {
