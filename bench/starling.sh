@@ -7,7 +7,13 @@
 # Env: WORK (scratch dir, default /tmp/starling-bench): harness copy, data,
 #      results in $WORK/results/starling; REPEAT (1); N_IDLE etc. as run.sh;
 #      IDLE_TLS_N (19000): the idle_tls phase runs on a fresh process with
-#      this many connections, as the 12 KiB/connection target is stated.
+#      this many connections, as the 12 KiB/connection target is stated;
+#      CARGO_TARGET_DIR: where the release binary is built (default
+#      <repo>/target); STARLING_BIN: run this binary instead of building one
+#      (to compare two builds back to back).
+# Phase "storm" (bench/storm/storm.py: XEP-0198 reconnect storm, STORM_N
+# clients, 5000) also runs on a fresh process; its JSON line goes to
+# $WORK/results/starling/storm.jsonl.
 # Users user1..user20000 / benchpass on bench.local are imported once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,10 +25,15 @@ mkdir -p "$WORK/data"
 for f in run.sh summarize.py; do cp "$shared/$f" "$WORK/$f"; done
 if [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
   rm -rf "$WORK/xmppload" && cp -r "$shared/xmppload" "$WORK/xmppload"
-  (cd "$WORK/xmppload" && cargo build --release -q)
+  # Its own target dir: run.sh expects the binary under xmppload/target.
+  (cd "$WORK/xmppload" && CARGO_TARGET_DIR="$WORK/xmppload/target" cargo build --release -q)
 fi
-(cd "$root" && cargo build --release -q --bin starling)
-bin="$root/target/release/starling"
+if [ -n "${STARLING_BIN:-}" ]; then
+  bin="$STARLING_BIN"
+else
+  (cd "$root" && cargo build --release -q --bin starling)
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/starling"
+fi
 config="$WORK/starling.toml"
 sed "s|/tmp/starling-bench/data|$WORK/data|" "$root/bench/starling.toml" > "$config"
 if [ ! -f "$WORK/data/starling.db" ]; then
@@ -32,6 +43,7 @@ fi
 ulimit -n "$(ulimit -Hn)"
 
 start() {
+  rm -f "$WORK/starling.pid"
   "$bin" --config "$config" serve --pidfile "$WORK/starling.pid" 2>> "$WORK/server.log" &
   for _ in $(seq 100); do [ -f "$WORK/starling.pid" ] && return; sleep 0.1; done
   echo "starling did not start; see $WORK/server.log" >&2; exit 1
@@ -42,7 +54,7 @@ stop() {
 }
 
 cd "$WORK"
-main_phases="$(echo "$PHASES" | sed 's/idle_tls//')"
+main_phases="$(echo "$PHASES" | sed -e 's/idle_tls//' -e 's/storm//')"
 if [ -n "${main_phases// /}" ]; then
   start
   REPEAT="${REPEAT:-1}" PHASES="$main_phases" OUT=results/starling ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
@@ -54,4 +66,12 @@ case " $PHASES " in *" idle_tls "*)
     ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
   stop ;;
 esac
+case " $PHASES " in *" storm "*)
+  start
+  mkdir -p results/starling
+  python3 "$root/bench/storm/storm.py" --port 5224 --server-pid "$WORK/starling.pid" --label starling \
+    -n "${STORM_N:-5000}" 2>> results/starling/storm.log | tee -a results/starling/storm.jsonl
+  stop ;;
+esac
+[ -f results/starling/results.jsonl ] || exit 0
 python3 summarize.py results/starling/results.jsonl

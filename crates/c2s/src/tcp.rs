@@ -8,15 +8,24 @@ use starling_core::config::LimitsConfig;
 use starling_proto::{ns, Element};
 use starling_sasl::ChannelBindings;
 use starling_xmlstream::{stream_header, write_element, Limits, StreamEvent, StreamParser};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 const READ_BUFFER: usize = 4096;
-/// Write buffer capacity kept between flushes.
-const WRITE_BUFFER_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    /// One read buffer per runtime thread, shared by the connections polled
+    /// on it: what a read returns is parsed within the same poll, so the
+    /// buffer holds nothing between polls and an idle connection — almost
+    /// every connection, almost all the time — needs none of its own.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
 
 pub(crate) struct TcpFraming {
     tls: Arc<TlsContext>,
@@ -24,7 +33,6 @@ pub(crate) struct TcpFraming {
     peer: SocketAddr,
     parser: StreamParser,
     events: VecDeque<StreamEvent>,
-    read_buf: Box<[u8]>,
     write_buf: Vec<u8>,
     header_sent: bool,
 }
@@ -53,10 +61,42 @@ impl TcpFraming {
             peer,
             parser: StreamParser::new(parser_limits(limits)),
             events: VecDeque::new(),
-            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             write_buf: Vec::new(),
             header_sent: false,
         }
+    }
+}
+
+impl TcpFraming {
+    /// Reads once into the thread's buffer and parses what came. Bytes are
+    /// consumed only when the read completes, in this poll: cancel-safe.
+    fn poll_read_events(&mut self, cx: &mut Context<'_>) -> Poll<Flow<()>> {
+        READ_BUF.with_borrow_mut(|buf| {
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(_)) => Poll::Ready(Err(End::Gone)),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Err(End::Gone)),
+                Poll::Ready(Ok(())) => {
+                    let events = self.parser.feed(read.filled()).map_err(|e| parse_failure(self.peer, e))?;
+                    // Reuses the Vec's allocation; freed in pop_event once drained.
+                    self.events = events.into();
+                    // The next read may be minutes away: rxml's token buffer
+                    // (4 KiB reserved) is taken again by the next token.
+                    self.parser.release_buffers();
+                    Poll::Ready(Ok(()))
+                }
+            }
+        })
+    }
+
+    /// The next parsed event; the queue's allocation goes with the last one.
+    fn pop_event(&mut self) -> Option<StreamEvent> {
+        let event = self.events.pop_front();
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        event
     }
 }
 
@@ -69,31 +109,23 @@ impl Sink for TcpFraming {
 impl Framing for TcpFraming {
     async fn next_event(&mut self) -> Flow<StreamEvent> {
         loop {
-            if let Some(event) = self.events.pop_front() {
+            if let Some(event) = self.pop_event() {
                 return Ok(event);
             }
-            // Cancel-safe: bytes are only consumed once read returns.
-            let n = self.io.read(&mut self.read_buf).await.map_err(|_| End::Gone)?;
-            if n == 0 {
-                return Err(End::Gone);
-            }
-            let events = self.parser.feed(&self.read_buf[..n]).map_err(|e| parse_failure(self.peer, e))?;
-            self.events.extend(events);
+            std::future::poll_fn(|cx| self.poll_read_events(cx)).await?;
         }
     }
 
     fn buffered_event(&mut self) -> Option<StreamEvent> {
-        self.events.pop_front()
+        self.pop_event()
     }
 
     async fn flush(&mut self) -> Flow<()> {
         if !self.write_buf.is_empty() {
             self.io.write_all(&self.write_buf).await.map_err(|_| End::Gone)?;
-            self.write_buf.clear();
-            // A burst must not pin its buffer to an idle connection.
-            if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
-                self.write_buf = Vec::new();
-            }
+            // Freed, not kept: most connections are idle after a write, and
+            // an allocation per write costs little next to the syscall.
+            self.write_buf = Vec::new();
         }
         self.io.flush().await.map_err(|_| End::Gone)
     }
@@ -156,7 +188,7 @@ impl Framing for TcpFraming {
         }
         // Anything sent in the clear after <starttls/> is discarded (an
         // injection would otherwise pass as encrypted, RFC 6120 §5.4.3.3).
-        self.events.clear();
+        self.events = VecDeque::new();
         self.restart();
         self.header_sent = false;
         Ok(())

@@ -290,6 +290,16 @@ impl StreamParser {
         result
     }
 
+    /// Frees the buffers kept for the next event (rxml's token buffers,
+    /// the attribute scratch list) so that a stream waiting for input holds
+    /// only what a partial event needs. They are taken again when the next
+    /// bytes arrive.
+    pub fn release_buffers(&mut self) {
+        self.xml.release_temporaries();
+        self.head_attrs.shrink_to_fit();
+        self.stack.shrink_to_fit();
+    }
+
     /// Stream restart (after STARTTLS / SASL success, RFC 6120 §5.4.3.3 and
     /// §6.4.6): discard all state and expect a fresh header, optionally
     /// preceded by an XML declaration. Also clears a previous error.
