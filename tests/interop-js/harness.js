@@ -63,10 +63,13 @@ export class Server {
     if (!existsSync(binary)) throw new Error(`starling binary not found at ${binary}`);
     this.port = await freePort();
     this.tlsPort = await freePort();
+    // WebSocket and BOSH (RFC 7395, XEP-0206) on a plain loopback listener.
+    this.httpPort = await freePort();
     writeFileSync(
       this.config,
       `[server]\nhosts = ["localhost"]\ndata_dir = "${join(this.dir, "data")}"\n\n` +
-        `[c2s]\nlisten = ["127.0.0.1:${this.port}"]\ndirect_tls_listen = ["127.0.0.1:${this.tlsPort}"]\n`,
+        `[c2s]\nlisten = ["127.0.0.1:${this.port}"]\ndirect_tls_listen = ["127.0.0.1:${this.tlsPort}"]\n\n` +
+        `[http]\nlisten = ["127.0.0.1:${this.httpPort}"]\ntls_listen = []\n`,
     );
     const { openSync } = await import("node:fs");
     const log = openSync(this.log, "a");
