@@ -95,24 +95,25 @@ impl Bound {
 /// and client state indication are code of their own, reached like IQ
 /// handlers by what they are.
 fn handle_nonza<F: Framing>(conn: &mut Conn<F>, bound: &mut Bound, el: Element) -> Flow<()> {
-    let service = conn.service.clone();
-    match el.ns().as_str() {
-        ns::SM => sm::handle(bound, &service.resumptions, &service.sm, el, &mut conn.framing),
-        ns::CSI => {
-            match el.name() {
-                "active" => {
-                    bound.csi.set_inactive(false);
-                    for held in bound.csi.take_held() {
-                        bound.write(held, &mut conn.framing);
-                    }
-                }
-                "inactive" => bound.csi.set_inactive(true),
-                _ => return Err(End::error("unsupported-stanza-type")),
-            }
-            Ok(())
-        }
-        _ => Err(End::error_text("unsupported-stanza-type", el.name().to_owned())),
+    // Acks arrive with every batch: no namespace String, no Arc clone.
+    if el.has_ns(ns::SM) {
+        let service = &conn.service;
+        return sm::handle(bound, &service.resumptions, &service.sm, el, &mut conn.framing);
     }
+    if !el.has_ns(ns::CSI) {
+        return Err(End::error_text("unsupported-stanza-type", el.name().to_owned()));
+    }
+    match el.name() {
+        "active" => {
+            bound.csi.set_inactive(false);
+            for held in bound.csi.take_held() {
+                bound.write(held, &mut conn.framing);
+            }
+        }
+        "inactive" => bound.csi.set_inactive(true),
+        _ => return Err(End::error("unsupported-stanza-type")),
+    }
+    Ok(())
 }
 
 /// The post-authentication stream features of the stream-level handlers.
@@ -256,7 +257,8 @@ impl<F: Framing> Conn<F> {
 /// Message, presence and IQ in the client namespace (what stream
 /// management counts); anything else at the top level is a nonza.
 fn is_stanza(el: &Element) -> bool {
-    el.ns() == ns::CLIENT || (el.ns().is_empty() && matches!(el.name(), "message" | "presence" | "iq"))
+    // has_ns, not ns(): ns() allocates a String, and this runs per element.
+    el.has_ns(ns::CLIENT) || (el.has_ns("") && matches!(el.name(), "message" | "presence" | "iq"))
 }
 
 fn is_session_request(stanza: &Stanza) -> bool {

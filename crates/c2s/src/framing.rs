@@ -86,12 +86,17 @@ pub trait Framing: Sink + Send + 'static {
     fn close(self, end: &End) -> impl Future<Output = ()> + Send;
     /// Expects a new stream opening from the client (after STARTTLS or SASL
     /// success, RFC 6120 §4.3.3).
-    fn restart(&mut self);
+    /// Framings whose elements arrive whole (WebSocket, BOSH) keep no
+    /// stream state to reset.
+    fn restart(&mut self) {}
     fn peer(&self) -> SocketAddr;
     /// Confidentiality is in place (TLS here or at a trusted proxy).
     fn is_secure(&self) -> bool;
-    /// What SCRAM-PLUS can bind to (empty when TLS is not ours).
-    fn channel_bindings(&self) -> ChannelBindings;
+    /// What SCRAM-PLUS can bind to: nothing unless the framing terminates
+    /// TLS itself (HTTP transports share hyper's or a proxy's).
+    fn channel_bindings(&self) -> ChannelBindings {
+        ChannelBindings::default()
+    }
     /// Whether `<starttls/>` can be offered (plain TCP only).
     fn can_starttls(&self) -> bool {
         false

@@ -13,7 +13,6 @@ use starling_c2s::{parser_limits, End, Flow, Framing, Sink};
 use starling_core::config::LimitsConfig;
 use starling_proto::minidom::Node;
 use starling_proto::{ns, Element};
-use starling_sasl::ChannelBindings;
 use starling_xmlstream::{escape_attr, write_element, StreamEvent, StreamHeader, StreamParser, NS_STREAMS};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -492,20 +491,11 @@ impl Framing for BoshFraming {
         tracing::debug!(sid = %self.session.sid, "BOSH session ended");
     }
 
-    fn restart(&mut self) {
-        // The restart is a request attribute (XEP-0206 §5), turned into an
-        // Open event by the request handler.
-    }
-
     fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     fn is_secure(&self) -> bool {
         self.secure
-    }
-
-    fn channel_bindings(&self) -> ChannelBindings {
-        ChannelBindings::default()
     }
 }

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use starling_c2s::{parse_failure, parser_limits, End, Flow, Framing, Sink};
 use starling_proto::{ns, Element};
-use starling_sasl::ChannelBindings;
 use starling_xmlstream::{escape_attr, write_element, StreamEvent, StreamHeader, StreamParser, NS_STREAMS};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -224,21 +223,11 @@ impl Framing for WsFraming {
         .await;
     }
 
-    fn restart(&mut self) {
-        // RFC 7395 §3.3.2: the client sends a new <open/>; the element
-        // parser has no stream state to reset.
-    }
-
     fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     fn is_secure(&self) -> bool {
         self.secure
-    }
-
-    fn channel_bindings(&self) -> ChannelBindings {
-        // TLS is a proxy's or hyper's, not a session's: nothing to bind to.
-        ChannelBindings::default()
     }
 }
