@@ -10,10 +10,9 @@
 //! delete them.
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use starling_sasl::ht::{HtInitial, HtMechanism};
 use starling_sasl::{ChannelBindings, Failure};
 use starling_storage::Store;
@@ -61,27 +60,11 @@ fn now() -> u64 {
 impl FastTokens {
     /// Reads the key from `path`, making one at first start.
     pub fn open(path: &Path, lifetime: Duration) -> std::io::Result<Self> {
-        let key = match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => bytes.try_into().expect("checked length"),
-            Ok(_) => return Err(std::io::Error::other(format!("{}: not a 32-byte key", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut key);
-                write_private(path, &key)?;
-                key
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(FastTokens { key, lifetime })
+        Ok(FastTokens { key: starling_core::secret::load_or_create_key(path)?, lifetime })
     }
 
     fn token(&self, host: &str, user: &str, client: &str, nonce: &str) -> Vec<u8> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        for part in [host, user, client, nonce] {
-            mac.update(part.as_bytes());
-            mac.update(&[0]);
-        }
-        let raw = mac.finalize().into_bytes();
+        let raw = starling_core::secret::mac(&self.key, &[host, user, client, nonce]).finalize().into_bytes();
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw).into_bytes()
     }
 
@@ -176,13 +159,4 @@ impl FastTokens {
 fn temporary(e: starling_storage::StoreError) -> Failure {
     tracing::error!(error = %e, "FAST token store failed");
     Failure::TemporaryAuthFailure
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(data)
 }

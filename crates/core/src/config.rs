@@ -97,6 +97,14 @@ pub struct ServiceConfig {
     pub secret: Option<String>,
 }
 
+/// Service modules and the subdomain (and disco#items name) each gets under
+/// every host when no `[[services]]` entry names the module.
+const DEFAULT_SERVICES: [(&str, &str, &str); 3] = [
+    ("pubsub", "pubsub", "Publish-Subscribe"),
+    ("upload", "upload", "HTTP File Upload"),
+    ("muc", "conference", "Chatrooms"),
+];
+
 /// Who serves a service domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind<'a> {
@@ -257,6 +265,7 @@ impl Default for ServerConfig {
                 "contact_addresses",
                 "caps",
                 "register",
+                "upload",
             ]
             .map(String::from)
             .to_vec(),
@@ -358,10 +367,37 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.add_default_services();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Gives each service module in `server.modules` that no `[[services]]`
+    /// names a domain under every host (`upload.example.org`…), so a server
+    /// with no config file offers what people expect of one.
+    fn add_default_services(&mut self) {
+        for (module, subdomain, name) in DEFAULT_SERVICES {
+            let named = self.services.iter().any(|s| s.module.as_deref() == Some(module));
+            if named || !self.server.modules.iter().any(|m| m == module) {
+                continue;
+            }
+            for host in &self.server.hosts {
+                let domain = format!("{subdomain}.{host}");
+                if self.is_local_host(&domain) || self.services.iter().any(|s| s.domain == domain) {
+                    continue;
+                }
+                self.services.push(ServiceConfig {
+                    domain,
+                    host: Some(host.clone()),
+                    name: Some(name.to_string()),
+                    module: Some(module.to_string()),
+                    options: None,
+                    secret: None,
+                });
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -467,6 +503,19 @@ mod tests {
         assert_eq!(c.server.hosts, ["localhost"]);
         assert_eq!(c.limits.max_stanza_bytes, 262_144);
         assert!(c.c2s.require_encryption);
+    }
+
+    #[test]
+    fn service_modules_get_a_domain_under_each_host_unless_configured() {
+        let domains = |toml: &str| -> Vec<String> {
+            Config::parse(toml).unwrap().services.into_iter().map(|s| s.domain).collect()
+        };
+        let hosts = "[server]\nhosts = [\"a.example\", \"b.example\"]\nmodules = [\"upload\"]\n";
+        assert_eq!(domains(hosts), ["upload.a.example", "upload.b.example"]);
+        let named = format!("{hosts}[[services]]\ndomain = \"files.a.example\"\nmodule = \"upload\"\n");
+        assert_eq!(domains(&named), ["files.a.example"]);
+        assert!(domains("[server]\nmodules = [\"disco\"]\n").is_empty(), "only for loaded modules");
+        assert_eq!(domains(""), ["upload.localhost"], "a server with no config file");
     }
 
     #[test]

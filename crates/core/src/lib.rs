@@ -6,6 +6,7 @@ pub mod config;
 pub mod domains;
 pub mod module;
 pub mod router;
+pub mod secret;
 pub mod server;
 
 pub use config::Config;

@@ -168,6 +168,11 @@ type PresenceDecorator = Arc<dyn Fn(Arc<Server>, Arc<Stanza>) -> BoxFuture<'stat
 /// (XEP-0077's `<register/>`), or `None`.
 type PreAuthFeatureFn = Arc<dyn Fn(&StreamInfo) -> Option<Element> + Send + Sync>;
 
+/// Builds the HTTP routes a module serves on the HTTP listeners (XEP-0363
+/// uploads…), nested under the module's path; called once per listener set
+/// when HTTP serving starts.
+pub type HttpRoutes = Arc<dyn Fn(Arc<Server>) -> axum::Router + Send + Sync>;
+
 /// A disco identity (XEP-0030 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -196,6 +201,8 @@ struct Registry {
     presence_decorators: Vec<(&'static str, PresenceDecorator)>,
     /// Service domains and the module serving each.
     services: HashMap<String, (&'static str, ServiceHandler)>,
+    /// HTTP routes by path prefix (`/upload`), with the module serving each.
+    http_routes: Vec<(&'static str, &'static str, HttpRoutes)>,
     /// Bumped by every load and unload, so values derived from the whole
     /// registry can be cached.
     generation: u64,
@@ -305,6 +312,15 @@ impl ModuleContext {
         self.registered.services.insert(domain.to_owned(), (self.module, handler));
     }
 
+    /// Serves the routes `routes` builds under `path` (e.g. `/upload`) on the
+    /// HTTP listeners.
+    pub fn serve_http<F>(&mut self, path: &'static str, routes: F)
+    where
+        F: Fn(Arc<Server>) -> axum::Router + Send + Sync + 'static,
+    {
+        self.registered.http_routes.push((self.module, path, Arc::new(routes)));
+    }
+
     /// Runs `hook` at `point`; higher priorities run first.
     pub fn hook<F, Fut>(&mut self, point: HookPoint, priority: i32, hook: F)
     where
@@ -385,6 +401,7 @@ impl ModuleRegistry {
         next.disco_extensions.extend(new.disco_extensions);
         next.presence_decorators.extend(new.presence_decorators);
         next.services.extend(new.services);
+        next.http_routes.extend(new.http_routes);
         next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
@@ -414,6 +431,7 @@ impl ModuleRegistry {
         next.disco_extensions.retain(|(m, _)| *m != name);
         next.presence_decorators.retain(|(m, _)| *m != name);
         next.services.retain(|_, (m, _)| *m != name);
+        next.http_routes.retain(|(m, _, _)| *m != name);
         next.generation += 1;
         next.index_hooks();
         self.snapshot.store(Arc::new(next));
@@ -466,6 +484,11 @@ impl ModuleRegistry {
 
     pub(crate) fn presence_decorators(&self) -> Vec<PresenceDecorator> {
         self.snapshot.load().presence_decorators.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// The HTTP routes of the loaded modules, by path prefix.
+    pub fn http_routes(&self) -> Vec<(&'static str, HttpRoutes)> {
+        self.snapshot.load().http_routes.iter().map(|(_, path, routes)| (*path, routes.clone())).collect()
     }
 
     /// The handler of a module's service domain, if its module is loaded.

@@ -270,7 +270,14 @@ impl Server {
         if !stanza.iq_type().is_some_and(|t| t.is_request()) {
             return; // results and errors addressed to the server: nothing waits for them yet
         }
-        let reply = match self.run_iq_handler(&stanza, target).await {
+        let result = self.run_iq_handler(&stanza, target).await;
+        self.answer_iq(&stanza, result);
+    }
+
+    /// Sends the result or error answering the IQ request `stanza` (for
+    /// services that handle their IQs themselves).
+    pub fn answer_iq(&self, stanza: &Stanza, result: IqResult) {
+        let reply = match result {
             Ok(payload) => stanza.iq_result(payload),
             Err(err) => match stanza.error_reply(&err) {
                 Some(el) => el,

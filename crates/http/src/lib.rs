@@ -95,7 +95,13 @@ pub async fn serve(service: Arc<ClientService>, tls: Arc<TlsContext>, listeners:
 fn router(state: AppState) -> Router {
     // A BOSH body holds stanzas and its own wrapper; bodies over the limit
     // get a BOSH error (`bosh.rs`), far larger ones are cut off here.
-    let body_limit = 2 * bosh::max_body_bytes(&state.shared.service.server.config.limits);
+    let server = state.shared.service.server.clone();
+    let body_limit = 2 * bosh::max_body_bytes(&server.config.limits);
+    let modules = server
+        .modules
+        .http_routes()
+        .into_iter()
+        .fold(Router::new(), |app, (path, routes)| app.nest(path, routes(server.clone())));
     Router::new()
         .route("/xmpp-websocket", get(ws::upgrade))
         .route("/http-bind", axum::routing::post(bosh::request).options(bosh::preflight))
@@ -103,6 +109,9 @@ fn router(state: AppState) -> Router {
         .route("/.well-known/host-meta.json", get(host_meta::json))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+        // After the body limit: module routes (uploads) stream their bodies
+        // and enforce limits of their own.
+        .merge(modules)
 }
 
 /// CORS response headers for a request from `headers`' Origin (BOSH and

@@ -14,6 +14,7 @@ pub mod register;
 pub mod roster;
 mod store;
 pub mod time;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -36,6 +37,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         contact_addresses::ContactAddresses::NAME => registry.load::<contact_addresses::ContactAddresses>(config),
         caps::Caps::NAME => registry.load::<caps::Caps>(config),
         register::Register::NAME => registry.load::<register::Register>(config),
+        upload::Upload::NAME => registry.load::<upload::Upload>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }
