@@ -286,7 +286,7 @@ async fn broadcast_presence(server: &Arc<Server>, bound: &mut Bound, stanza: Sta
             bound.available = true;
             server.route(stanza.clone()).await;
             if initial {
-                server.run_hooks(HookPoint::SessionAvailable, &Arc::new(stanza)).await;
+                server.run_hooks(HookPoint::SessionAvailable, &mut Arc::new(stanza)).await;
             }
         }
         Some("unavailable") => {
@@ -326,10 +326,10 @@ pub(crate) async fn end_session(server: &Arc<Server>, mut bound: Bound) {
             server.route(unavailable.clone()).await;
         }
         directed_unavailable(server, &mut bound, &unavailable.el).await;
-        let unavailable = Arc::new(unavailable);
-        server.run_hooks(HookPoint::SessionClosed, &unavailable).await;
+        let mut unavailable = Arc::new(unavailable);
+        server.run_hooks(HookPoint::SessionClosed, &mut unavailable).await;
         if !server.router.is_online(&bound.bare) {
-            server.run_hooks(HookPoint::AccountOffline, &unavailable).await;
+            server.run_hooks(HookPoint::AccountOffline, &mut unavailable).await;
         }
     }
     for el in bound.undelivered() {

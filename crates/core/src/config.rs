@@ -266,6 +266,7 @@ impl Default for ServerConfig {
                 "caps",
                 "register",
                 "upload",
+                "mam",
             ]
             .map(String::from)
             .to_vec(),

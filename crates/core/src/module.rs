@@ -153,6 +153,19 @@ pub enum HookResult {
 /// message passes several hooks on its way (blocking, carbons…).
 type StanzaHook = Arc<dyn Fn(Arc<Server>, Arc<Stanza>) -> BoxFuture<'static, HookResult> + Send + Sync>;
 
+/// Returns a changed stanza to go on with instead (copy on write: a filter
+/// that changes nothing returns `None` and copies nothing).
+type StanzaFilter = Arc<dyn Fn(Arc<Server>, Arc<Stanza>) -> BoxFuture<'static, Option<Stanza>> + Send + Sync>;
+
+/// One step of the pipeline at a hook point, in priority order: a hook that
+/// looks (and may take the stanza), or a filter that may change it for the
+/// steps after it and for delivery (XEP-0359 stanza ids, say).
+#[derive(Clone)]
+pub(crate) enum Step {
+    Hook(StanzaHook),
+    Filter(StanzaFilter),
+}
+
 /// Computes a stream feature from the loaded modules when features are sent
 /// (for features that depend on what every module registered, like
 /// XEP-0115's verification string).
@@ -185,10 +198,12 @@ pub struct Identity {
 #[derive(Default, Clone)]
 struct Registry {
     features: Vec<(&'static str, &'static str)>,
+    /// Features of every account's bare JID (XEP-0030 on `user@host`).
+    account_features: Vec<(&'static str, &'static str)>,
     identities: Vec<(&'static str, Identity)>,
     iq: HashMap<&'static str, Vec<IqEntry>>,
     /// Sorted by descending priority.
-    hooks: Vec<(HookPoint, i32, &'static str, StanzaHook)>,
+    hooks: Vec<(HookPoint, i32, &'static str, Step)>,
     /// Extra `<stream:features/>` children after authentication.
     stream_features: Vec<(&'static str, Element)>,
     /// Stream features computed when they are sent, after the fixed ones.
@@ -208,13 +223,13 @@ struct Registry {
     generation: u64,
     /// `hooks` grouped by point, built on (un)load so that running the
     /// hooks of a stanza costs one map lookup and no allocation.
-    by_point: HashMap<HookPoint, Arc<[StanzaHook]>>,
+    by_point: HashMap<HookPoint, Arc<[Step]>>,
 }
 
 impl Registry {
     fn index_hooks(&mut self) {
         self.hooks.sort_by_key(|(_, prio, _, _)| -prio);
-        let mut by_point: HashMap<HookPoint, Vec<StanzaHook>> = HashMap::new();
+        let mut by_point: HashMap<HookPoint, Vec<Step>> = HashMap::new();
         for (point, _, _, hook) in &self.hooks {
             by_point.entry(*point).or_default().push(hook.clone());
         }
@@ -234,6 +249,12 @@ pub struct ModuleContext {
 impl ModuleContext {
     pub fn add_feature(&mut self, var: &'static str) {
         self.registered.features.push((self.module, var));
+    }
+
+    /// Adds a feature to the disco#info of every account's bare JID (what
+    /// the server does on an account's behalf: XEP-0313 archives, PEP).
+    pub fn add_account_feature(&mut self, var: &'static str) {
+        self.registered.account_features.push((self.module, var));
     }
 
     pub fn add_identity(&mut self, category: &'static str, type_: &'static str, name: Option<&'static str>) {
@@ -328,7 +349,18 @@ impl ModuleContext {
         Fut: Future<Output = HookResult> + Send + 'static,
     {
         let hook: StanzaHook = Arc::new(move |server, stanza| Box::pin(hook(server, stanza)));
-        self.registered.hooks.push((point, priority, self.module, hook));
+        self.registered.hooks.push((point, priority, self.module, Step::Hook(hook)));
+    }
+
+    /// Runs `filter` at `point` among the hooks (by the same priorities): a
+    /// stanza it returns replaces the one the later steps and delivery see.
+    pub fn filter<F, Fut>(&mut self, point: HookPoint, priority: i32, filter: F)
+    where
+        F: Fn(Arc<Server>, Arc<Stanza>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Stanza>> + Send + 'static,
+    {
+        let filter: StanzaFilter = Arc::new(move |server, stanza| Box::pin(filter(server, stanza)));
+        self.registered.hooks.push((point, priority, self.module, Step::Filter(filter)));
     }
 }
 
@@ -393,6 +425,7 @@ impl ModuleRegistry {
             }
         }
         next.features.extend(new.features);
+        next.account_features.extend(new.account_features);
         next.identities.extend(new.identities);
         next.hooks.extend(new.hooks);
         next.stream_features.extend(new.stream_features);
@@ -419,6 +452,7 @@ impl ModuleRegistry {
         loaded.remove(pos);
         let mut next = Registry::clone(&self.snapshot.load());
         next.features.retain(|(m, _)| *m != name);
+        next.account_features.retain(|(m, _)| *m != name);
         next.identities.retain(|(m, _)| *m != name);
         next.iq.retain(|_, entries| {
             entries.retain(|e| e.module != name);
@@ -444,10 +478,12 @@ impl ModuleRegistry {
 
     /// Disco features, sorted and deduplicated.
     pub fn features(&self) -> Vec<&'static str> {
-        let mut f: Vec<_> = self.snapshot.load().features.iter().map(|(_, v)| *v).collect();
-        f.sort_unstable();
-        f.dedup();
-        f
+        sorted_vars(&self.snapshot.load().features)
+    }
+
+    /// The features of accounts' bare JIDs.
+    pub fn account_features(&self) -> Vec<&'static str> {
+        sorted_vars(&self.snapshot.load().account_features)
     }
 
     pub fn identities(&self) -> Vec<Identity> {
@@ -460,7 +496,7 @@ impl ModuleRegistry {
         entries.iter().find(|e| e.target == target && e.type_ == type_).map(|e| e.handler.clone())
     }
 
-    pub(crate) fn hooks(&self, point: HookPoint) -> Option<Arc<[StanzaHook]>> {
+    pub(crate) fn hooks(&self, point: HookPoint) -> Option<Arc<[Step]>> {
         self.snapshot.load().by_point.get(&point).cloned()
     }
 
@@ -500,6 +536,14 @@ impl ModuleRegistry {
     pub fn generation(&self) -> u64 {
         self.snapshot.load().generation
     }
+}
+
+/// The features registered, sorted, each once.
+fn sorted_vars(registered: &[(&'static str, &'static str)]) -> Vec<&'static str> {
+    let mut vars: Vec<_> = registered.iter().map(|(_, v)| *v).collect();
+    vars.sort_unstable();
+    vars.dedup();
+    vars
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ impl SessionHandle {
         })
     }
 
+    /// Queues `out`, waiting while the queue is full (backpressure for a
+    /// producer of many stanzas in a row, like an archive query's results).
+    pub async fn send_wait(&self, out: Outbound) -> Result<(), DeliveryError> {
+        self.tx.send(out).await.map_err(|_| DeliveryError::Gone)
+    }
+
     /// Queues a stanza; on failure the element comes back, so a caller can
     /// bounce it without having cloned it first.
     pub fn queue(&self, el: Element) -> Result<(), (DeliveryError, Element)> {

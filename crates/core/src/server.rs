@@ -3,7 +3,9 @@
 
 use crate::config::Config;
 use crate::domains::{ComponentLink, DomainKind, DomainTable, Route};
-use crate::module::{Addressed, HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, StreamInfo};
+use crate::module::{
+    Addressed, HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, Step, StreamInfo,
+};
 use crate::router::{DeliveryError, Outbound, Router};
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
@@ -43,12 +45,22 @@ impl Server {
         }
     }
 
-    /// Runs the hooks at `point` in priority order until one handles the stanza.
-    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: &Arc<Stanza>) -> HookResult {
-        if let Some(hooks) = self.modules.hooks(point) {
-            for hook in hooks.iter() {
-                if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
-                    return HookResult::Handled;
+    /// Runs the hooks and filters at `point` in priority order until a hook
+    /// handles the stanza; a filter's change replaces `stanza`.
+    pub async fn run_hooks(self: &Arc<Self>, point: HookPoint, stanza: &mut Arc<Stanza>) -> HookResult {
+        if let Some(steps) = self.modules.hooks(point) {
+            for step in steps.iter() {
+                match step {
+                    Step::Hook(hook) => {
+                        if hook(self.clone(), stanza.clone()).await == HookResult::Handled {
+                            return HookResult::Handled;
+                        }
+                    }
+                    Step::Filter(filter) => {
+                        if let Some(changed) = filter(self.clone(), stanza.clone()).await {
+                            *stanza = Arc::new(changed);
+                        }
+                    }
                 }
             }
         }
@@ -82,8 +94,8 @@ impl Server {
     /// without `to` is a broadcast: hooks send it to contacts, the core to
     /// the account's own available resources.
     pub async fn route(self: &Arc<Self>, stanza: Stanza) {
-        let stanza = Arc::new(stanza);
-        if self.run_hooks(HookPoint::Outbound(stanza.kind), &stanza).await == HookResult::Handled {
+        let mut stanza = Arc::new(stanza);
+        if self.run_hooks(HookPoint::Outbound(stanza.kind), &mut stanza).await == HookResult::Handled {
             return;
         }
         self.deliver_shared(stanza).await
@@ -98,7 +110,7 @@ impl Server {
 
     /// `deliver` for a stanza the hooks share: one allocation per routed
     /// stanza for both hook passes.
-    async fn deliver_shared(self: &Arc<Self>, stanza: Arc<Stanza>) {
+    async fn deliver_shared(self: &Arc<Self>, mut stanza: Arc<Stanza>) {
         let to = match &stanza.to {
             Some(to) => to.clone(),
             // RFC 6120 §10.3: no `to` means the sender's own account.
@@ -125,11 +137,11 @@ impl Server {
             (true, true) => Addressed::Full,
         };
         if addressed != Addressed::Host
-            && self.run_hooks(HookPoint::Inbound(stanza.kind), &stanza).await == HookResult::Handled
+            && self.run_hooks(HookPoint::Inbound(stanza.kind), &mut stanza).await == HookResult::Handled
         {
             return;
         }
-        if self.run_hooks(HookPoint::To(stanza.kind, addressed), &stanza).await == HookResult::Handled {
+        if self.run_hooks(HookPoint::To(stanza.kind, addressed), &mut stanza).await == HookResult::Handled {
             return;
         }
         if addressed == Addressed::Host {
@@ -163,8 +175,8 @@ impl Server {
         if !*self.shutdown.borrow() {
             return self.deliver(stanza).await;
         }
-        let stanza = Arc::new(stanza);
-        if self.run_hooks(HookPoint::MessageUndeliverable, &stanza).await == HookResult::Continue {
+        let mut stanza = Arc::new(stanza);
+        if self.run_hooks(HookPoint::MessageUndeliverable, &mut stanza).await == HookResult::Continue {
             tracing::debug!(to = ?stanza.to, "message not stored at shutdown");
         }
     }
@@ -204,8 +216,8 @@ impl Server {
             Some("error") | Some("headline") => {}
             Some("groupchat") => self.bounce(&stanza, StanzaError::service_unavailable()),
             _ => {
-                let stanza = Arc::new(stanza);
-                if self.run_hooks(HookPoint::MessageUndeliverable, &stanza).await == HookResult::Continue {
+                let mut stanza = Arc::new(stanza);
+                if self.run_hooks(HookPoint::MessageUndeliverable, &mut stanza).await == HookResult::Continue {
                     self.bounce(&stanza, StanzaError::service_unavailable());
                 }
             }

@@ -106,5 +106,8 @@ async fn account_info(req: IqRequest) -> IqResult {
     let mut query = echo_node(&req, ns::DISCO_INFO);
     query.append_child(element("identity", ns::DISCO_INFO, &[("category", "account"), ("type", "registered")]));
     query.append_child(element("feature", ns::DISCO_INFO, &[("var", ns::DISCO_INFO)]));
+    for var in req.server.modules.account_features() {
+        query.append_child(element("feature", ns::DISCO_INFO, &[("var", var)]));
+    }
     Ok(Some(query))
 }

@@ -7,6 +7,7 @@ pub mod carbons;
 pub mod contact_addresses;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod private;
@@ -38,6 +39,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         caps::Caps::NAME => registry.load::<caps::Caps>(config),
         register::Register::NAME => registry.load::<register::Register>(config),
         upload::Upload::NAME => registry.load::<upload::Upload>(config),
+        mam::Mam::NAME => registry.load::<mam::Mam>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }

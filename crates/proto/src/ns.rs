@@ -76,3 +76,15 @@ pub const SASL2: &str = "urn:xmpp:sasl:2";
 pub const BIND2: &str = "urn:xmpp:bind:0";
 /// XEP-0484 fast authentication streamlining tokens.
 pub const FAST: &str = "urn:xmpp:fast:0";
+/// XEP-0313 Message Archive Management, and its extended query set.
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0359 unique and stable stanza ids.
+pub const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0059 result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0424 message retraction.
+pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+/// XEP-0384 OMEMO, the legacy (Conversations) and the current namespace.
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+pub const OMEMO: &str = "urn:xmpp:omemo:2";

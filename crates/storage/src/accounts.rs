@@ -173,6 +173,8 @@ impl AccountStore for SqlStore {
             crate::roster::bump_version(&mut tx, &owner_host, &owner_user).await?;
         }
         sqlx::query("DELETE FROM subscription_requests WHERE contact = $1").bind(&jid).execute(&mut *tx).await?;
+        // XEP-0313: the account's archive goes with it.
+        sqlx::query("DELETE FROM archive WHERE archive = $1").bind(&jid).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM accounts WHERE host = $1 AND username = $2")
             .bind(host)
             .bind(username)

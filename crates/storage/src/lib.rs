@@ -7,20 +7,22 @@
 
 mod account_data;
 mod accounts;
+mod archive;
 mod offline;
 mod roster;
 mod sql;
 
 pub use account_data::AccountDataStore;
 pub use accounts::AccountStore;
+pub use archive::{ArchiveFilter, ArchivePage, ArchiveStore, ArchivedMessage, NewArchived, PageFrom};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use sql::{Dialect, SqlStore};
 
 /// Every kind of data the server keeps, as one object for the server to hold.
-pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore {}
+pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore {}
 
-impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore> Store for T {}
+impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

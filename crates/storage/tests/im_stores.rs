@@ -13,7 +13,8 @@
 use sqlx::Connection;
 use starling_sasl::{HashAlg, ScramCredentials};
 use starling_storage::{
-    AccountDataStore, AccountStore, OfflineMessage, OfflineStore, RosterItem, RosterStore, SqlStore, Subscription,
+    AccountDataStore, AccountStore, ArchiveFilter, ArchiveStore, NewArchived, OfflineMessage, OfflineStore, PageFrom,
+    RosterItem, RosterStore, SqlStore, Subscription,
 };
 use std::time::Duration;
 
@@ -151,6 +152,8 @@ on_both_engines!(
     concurrent_offline_pushes_respect_the_limit,
     account_data_is_per_account_and_per_store,
     removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it,
+    archive_pages_both_ways_with_filters_and_search,
+    archive_tombstones_expiry_and_removal,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -573,4 +576,98 @@ fn database_is_replaced_in_urls() {
     assert_eq!(with_database("postgres://u:p@127.0.0.1:5433/starling", "t"), "postgres://u:p@127.0.0.1:5433/t");
     assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
     assert_eq!(with_database("postgresql://h:1", "t"), "postgresql://h:1/t");
+}
+
+// ---------------------------------------------------------------- archive
+
+const ALICE: &str = "alice@example.com";
+
+/// Archives `n` messages for alice, alternately with bob and carol, one a
+/// second from 1,700,000,000 s; message `i` has the id `id{i}` and body `body {i}`.
+async fn fill_archive(s: &SqlStore, n: usize) {
+    for i in 0..n {
+        let (id, origin, body) = (format!("id{i}"), format!("origin{i}"), format!("body {i}"));
+        let stanza = format!("<message xmlns='jabber:client'><body>{body}</body></message>");
+        let peer = if i % 2 == 0 { "bob@example.com" } else { "carol@example.com" };
+        let message = NewArchived {
+            archive: ALICE,
+            stanza_id: &id,
+            peer,
+            peer_resource: "phone",
+            origin_id: Some(&origin),
+            outgoing: i % 3 == 0,
+            stamp: (1_700_000_000 + i as i64) * 1_000_000,
+            body: Some(&body),
+            stanza: &stanza,
+        };
+        s.archive_append(&message).await.unwrap();
+    }
+}
+
+fn ids(page: &starling_storage::ArchivePage) -> Vec<&str> {
+    page.messages.iter().map(|m| m.stanza_id.as_str()).collect()
+}
+
+async fn archive_pages_both_ways_with_filters_and_search(e: &Engine) {
+    let s = &e.store;
+    fill_archive(s, 10).await;
+    let all = ArchiveFilter::default();
+    let seq = |id: &str| {
+        let id = id.to_owned();
+        async move { s.archive_seq(ALICE, &id).await.unwrap().unwrap() }
+    };
+
+    // XEP-0059 forward paging, then backward from the end.
+    let first = s.archive_page(ALICE, &all, PageFrom::After(None), 4).await.unwrap();
+    assert_eq!((ids(&first), first.complete), (vec!["id0", "id1", "id2", "id3"], false));
+    let last = s.archive_page(ALICE, &all, PageFrom::After(Some(seq("id7").await)), 4).await.unwrap();
+    assert_eq!((ids(&last), last.complete), (vec!["id8", "id9"], true));
+    let end = s.archive_page(ALICE, &all, PageFrom::Before(None), 3).await.unwrap();
+    assert_eq!((ids(&end), end.complete), (vec!["id7", "id8", "id9"], false));
+    let start = s.archive_page(ALICE, &all, PageFrom::Before(Some(seq("id2").await)), 3).await.unwrap();
+    assert_eq!((ids(&start), start.complete), (vec!["id0", "id1"], true));
+    assert_eq!(s.archive_count(ALICE, &all).await.unwrap(), 10);
+    assert_eq!(s.archive_seq(ALICE, "nope").await.unwrap(), None);
+    assert_eq!(s.archive_count("bob@example.com", &all).await.unwrap(), 0, "archives are per owner");
+
+    // Filters: peer, time, id range, ids, words.
+    let with_bob = ArchiveFilter { with: Some(("bob@example.com".into(), None)), ..all.clone() };
+    assert_eq!(s.archive_count(ALICE, &with_bob).await.unwrap(), 5);
+    let other_resource = ArchiveFilter { with: Some(("bob@example.com".into(), Some("laptop".into()))), ..all.clone() };
+    assert_eq!(s.archive_count(ALICE, &other_resource).await.unwrap(), 0);
+    let window = ArchiveFilter { start: Some(1_700_000_002_000_000), end: Some(1_700_000_004_000_000), ..all.clone() };
+    assert_eq!(ids(&s.archive_page(ALICE, &window, PageFrom::After(None), 10).await.unwrap()), ["id2", "id3", "id4"]);
+    let range = ArchiveFilter { after_seq: Some(seq("id5").await), before_seq: Some(seq("id8").await), ..all.clone() };
+    assert_eq!(ids(&s.archive_page(ALICE, &range, PageFrom::Before(None), 10).await.unwrap()), ["id6", "id7"]);
+    let picked = ArchiveFilter { ids: vec!["id9".into(), "id0".into()], ..all.clone() };
+    assert_eq!(ids(&s.archive_page(ALICE, &picked, PageFrom::After(None), 10).await.unwrap()), ["id0", "id9"]);
+    let words = ArchiveFilter { text: Some("body 7".into()), ..all.clone() };
+    assert_eq!(ids(&s.archive_page(ALICE, &words, PageFrom::After(None), 10).await.unwrap()), ["id7"]);
+    let syntax = ArchiveFilter { text: Some("\"body AND OR (".into()), ..all.clone() };
+    assert_eq!(s.archive_count(ALICE, &syntax).await.unwrap(), 0, "search text is words, never query syntax");
+
+    let (oldest, newest) = s.archive_ends(ALICE).await.unwrap().unwrap();
+    assert_eq!((oldest.stanza_id.as_str(), newest.stanza_id.as_str()), ("id0", "id9"));
+    assert!(s.archive_ends("bob@example.com").await.unwrap().is_none());
+}
+
+async fn archive_tombstones_expiry_and_removal(e: &Engine) {
+    let s = &e.store;
+    s.create("example.com", "alice", &creds("alice")).await.unwrap();
+    fill_archive(s, 10).await;
+    // id0 and id6 are outgoing to bob; id3 is outgoing to carol.
+    assert!(s.archive_replace(ALICE, "bob@example.com", true, "origin6", "<tombstone/>").await.unwrap());
+    assert!(!s.archive_replace(ALICE, "bob@example.com", true, "origin2", "<x/>").await.unwrap(), "received, not sent");
+    assert!(!s.archive_replace(ALICE, "carol@example.com", true, "origin6", "<x/>").await.unwrap(), "another peer");
+    let six = ArchiveFilter { ids: vec!["id6".into()], ..ArchiveFilter::default() };
+    let page = s.archive_page(ALICE, &six, PageFrom::After(None), 1).await.unwrap();
+    assert_eq!(page.messages[0].stanza, "<tombstone/>");
+    let words = ArchiveFilter { text: Some("6".into()), ..ArchiveFilter::default() };
+    assert_eq!(s.archive_count(ALICE, &words).await.unwrap(), 0, "the body is no longer searchable");
+
+    assert_eq!(s.archive_expire(1_700_000_003_000_000).await.unwrap(), 3);
+    assert_eq!(s.archive_ends(ALICE).await.unwrap().unwrap().0.stanza_id, "id3");
+    // XEP-0313: removing the account removes its archive.
+    assert!(s.remove("example.com", "alice").await.unwrap());
+    assert_eq!(s.archive_count(ALICE, &ArchiveFilter::default()).await.unwrap(), 0);
 }
