@@ -12,7 +12,8 @@ use crate::throttle::AuthThrottle;
 use crate::{bound, random_id, sasl2};
 use anyhow::Context;
 use starling_core::config::ResourceConflict;
-use starling_core::module::StreamInfo;
+use starling_core::module::{HookPoint, StreamInfo};
+use starling_core::router::HIBERNATING;
 use starling_core::{Outbound, Server};
 use starling_proto::xml::{element, set_attr, text_element};
 use starling_proto::{ns, BareJid, Element, FullJid, Stanza, StanzaError};
@@ -596,9 +597,18 @@ impl ClientService {
         if resumable && !*server.shutdown.borrow() {
             let mut shutdown = server.shutdown.subscribe();
             let limit = server.config.c2s.max_hibernated_per_account;
+            // While it hibernates the session is bound but not attached (XEP-0357 pushes go out).
+            let jid = bound.handle.jid.clone();
+            server.router.set_flag(&jid, HIBERNATING, true);
+            let held: Vec<Element> = bound.sm.iter().flat_map(|sm| &sm.unacked).map(|el| (**el).clone()).collect();
+            for el in held.into_iter().filter(|el| el.name() == "message") {
+                if let Ok(stanza) = Stanza::from_element(el, ns::CLIENT) {
+                    server.run_hooks(HookPoint::HeldForHibernated, &mut Arc::new(stanza)).await;
+                }
+            }
             match sm::hibernate(&self.resumptions, Box::new(bound), self.sm.resume_timeout, limit, &mut shutdown).await
             {
-                Wake::Resumed => return,
+                Wake::Resumed => return server.router.set_flag(&jid, HIBERNATING, false),
                 Wake::Ended(bound) => return self.finish(*bound).await,
             }
         }

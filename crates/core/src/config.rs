@@ -267,6 +267,7 @@ impl Default for ServerConfig {
                 "register",
                 "upload",
                 "mam",
+                "push",
             ]
             .map(String::from)
             .to_vec(),

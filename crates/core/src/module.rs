@@ -118,6 +118,11 @@ pub enum HookPoint {
     /// A session ended; the stanza is its unavailable presence. Runs after
     /// the session left the router.
     SessionClosed,
+    /// A stanza that was sent to a session and not acknowledged when its
+    /// connection went away and stream management kept the session for
+    /// resumption (XEP-0198 §5): run once per such stanza as hibernation
+    /// starts, the place to wake the device (XEP-0357).
+    HeldForHibernated,
     /// The account's last session ended (after its `SessionClosed`): the
     /// place to drop what was cached for an online account.
     AccountOffline,

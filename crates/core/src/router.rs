@@ -6,6 +6,10 @@ use starling_proto::{BareJid, Element, FullJid};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
+/// Session flag of a session whose connection is gone while stream
+/// management keeps it for resumption (XEP-0198 §5).
+pub const HIBERNATING: &str = "hibernating";
+
 /// What a session task receives from the rest of the server.
 #[derive(Debug)]
 pub enum Outbound {
@@ -184,6 +188,12 @@ impl Router {
         self.sessions.get(bare).map_or_else(Vec::new, |rs| {
             rs.iter().filter(|r| r.flags.contains(&flag)).map(|r| r.handle.clone()).collect()
         })
+    }
+
+    /// Whether the account has a session with a live connection: bound and
+    /// not [`HIBERNATING`] (XEP-0357: otherwise its phone needs a push).
+    pub fn has_attached(&self, bare: &BareJid) -> bool {
+        self.sessions.get(bare).is_some_and(|rs| rs.iter().any(|r| !r.flags.contains(&HIBERNATING)))
     }
 
     /// Whether the account has any bound session (no handles are cloned).

@@ -7,9 +7,13 @@ use crate::module::{
     Addressed, HookPoint, HookResult, IqRequest, IqResult, IqTarget, ModuleRegistry, Step, StreamInfo,
 };
 use crate::router::{DeliveryError, Outbound, Router};
+use dashmap::DashMap;
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 pub struct Server {
     pub config: Config,
@@ -21,6 +25,28 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     /// Set when shutdown starts; sessions watch it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// IQ requests the server sent and waits on, by id: the expected
+    /// responder, and where its answer goes.
+    pending_iqs: DashMap<String, (Jid, oneshot::Sender<IqAnswer>)>,
+    next_iq: AtomicU64,
+}
+
+/// The answer to a server-sent IQ request. The responder's stream goes on
+/// once this is dropped (or after a few seconds), so what the requester
+/// does with the answer happens before the responder's next stanza.
+#[derive(Debug)]
+pub struct IqAnswer {
+    pub stanza: Stanza,
+    _handled: oneshot::Sender<()>,
+}
+
+/// Why a server-sent IQ request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IqRequestError {
+    #[error("the request has no valid `to`")]
+    NoRecipient,
+    #[error("no answer in time")]
+    Timeout,
 }
 
 impl Server {
@@ -32,7 +58,36 @@ impl Server {
             config,
             store,
             shutdown: tokio::sync::watch::channel(false).0,
+            pending_iqs: DashMap::new(),
+            next_iq: AtomicU64::new(0),
         })
+    }
+
+    /// Sends an IQ request of the server's own (or one it makes on an
+    /// account's behalf, `from` set accordingly) and waits up to `timeout`
+    /// for the answer: the result or error stanza. The `id` is set here.
+    pub async fn request_iq(self: &Arc<Self>, mut iq: Element, timeout: Duration) -> Result<IqAnswer, IqRequestError> {
+        let to = iq.attr("to").and_then(|t| Jid::new(t).ok()).ok_or(IqRequestError::NoRecipient)?;
+        let id = format!("starling-{}", self.next_iq.fetch_add(1, Ordering::Relaxed));
+        starling_proto::xml::set_attr(&mut iq, "id", id.clone());
+        let stanza = Stanza::from_element(iq, starling_proto::ns::CLIENT).map_err(|_| IqRequestError::NoRecipient)?;
+        let (tx, rx) = oneshot::channel();
+        self.pending_iqs.insert(id.clone(), (to, tx));
+        self.deliver(stanza).await;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.pending_iqs.remove(&id);
+        answer.ok().and_then(Result::ok).ok_or(IqRequestError::Timeout)
+    }
+
+    /// The waiter of a [`request_iq`](Self::request_iq) that `stanza`
+    /// answers, if it comes from whom the request went to.
+    fn take_pending(&self, stanza: &Stanza) -> Option<oneshot::Sender<IqAnswer>> {
+        if stanza.kind != StanzaKind::Iq || stanza.iq_type().is_none_or(|t| t.is_request()) {
+            return None;
+        }
+        let id = stanza.id.as_deref().filter(|id| id.starts_with("starling-"))?;
+        let (_, (_, waiter)) = self.pending_iqs.remove_if(id, |_, (to, _)| stanza.from.as_ref() == Some(to))?;
+        Some(waiter)
     }
 
     /// Where stanzas to `domain` go.
@@ -111,6 +166,13 @@ impl Server {
     /// `deliver` for a stanza the hooks share: one allocation per routed
     /// stanza for both hook passes.
     async fn deliver_shared(self: &Arc<Self>, mut stanza: Arc<Stanza>) {
+        if let Some(waiter) = self.take_pending(&stanza) {
+            let (handled, done) = oneshot::channel();
+            if waiter.send(IqAnswer { stanza: Arc::unwrap_or_clone(stanza), _handled: handled }).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+            }
+            return;
+        }
         let to = match &stanza.to {
             Some(to) => to.clone(),
             // RFC 6120 §10.3: no `to` means the sender's own account.

@@ -11,6 +11,7 @@ pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
 mod store;
@@ -40,6 +41,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         register::Register::NAME => registry.load::<register::Register>(config),
         upload::Upload::NAME => registry.load::<upload::Upload>(config),
         mam::Mam::NAME => registry.load::<mam::Mam>(config),
+        push::Push::NAME => registry.load::<push::Push>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }
