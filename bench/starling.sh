@@ -10,7 +10,8 @@
 #      this many connections, as the 12 KiB/connection target is stated;
 #      CARGO_TARGET_DIR: where the release binary is built (default
 #      <repo>/target); STARLING_BIN: run this binary instead of building one
-#      (to compare two builds back to back).
+#      (to compare two builds back to back); MODULES: a TOML list of modules
+#      to load instead of the defaults.
 # Phase "storm" (bench/storm/storm.py: XEP-0198 reconnect storm, STORM_N
 # clients, 5000) also runs on a fresh process; its JSON line goes to
 # $WORK/results/starling/storm.jsonl.
@@ -36,6 +37,11 @@ else
 fi
 config="$WORK/starling.toml"
 sed "s|/tmp/starling-bench/data|$WORK/data|" "$root/bench/starling.toml" > "$config"
+# MODULES='["disco", …]': run with these modules instead of the defaults
+# (e.g. without "mam" to measure what archiving adds to chat).
+if [ -n "${MODULES:-}" ]; then
+  sed -i "s|^\[server\]\$|[server]\nmodules = $MODULES|" "$config"
+fi
 if [ ! -f "$WORK/data/starling.db" ]; then
   python3 -c "import sys; sys.stdout.writelines(f'user{i}@bench.local benchpass\n' for i in range(1, 20001))" > "$WORK/users.txt"
   "$bin" --config "$config" user import "$WORK/users.txt"
