@@ -268,6 +268,7 @@ impl Default for ServerConfig {
                 "upload",
                 "mam",
                 "push",
+                "muc",
             ]
             .map(String::from)
             .to_vec(),
@@ -517,7 +518,7 @@ mod tests {
         let named = format!("{hosts}[[services]]\ndomain = \"files.a.example\"\nmodule = \"upload\"\n");
         assert_eq!(domains(&named), ["files.a.example"]);
         assert!(domains("[server]\nmodules = [\"disco\"]\n").is_empty(), "only for loaded modules");
-        assert_eq!(domains(""), ["upload.localhost"], "a server with no config file");
+        assert_eq!(domains(""), ["upload.localhost", "conference.localhost"], "a server with no config file");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod contact_addresses;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod private;
@@ -42,6 +43,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         upload::Upload::NAME => registry.load::<upload::Upload>(config),
         mam::Mam::NAME => registry.load::<mam::Mam>(config),
         push::Push::NAME => registry.load::<push::Push>(config),
+        muc::Muc::NAME => registry.load::<muc::Muc>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }

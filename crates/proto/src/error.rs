@@ -64,6 +64,7 @@ conditions! {
     not_authorized => Auth, "not-authorized";
     policy_violation => Modify, "policy-violation";
     recipient_unavailable => Wait, "recipient-unavailable";
+    registration_required => Auth, "registration-required";
     remote_server_not_found => Cancel, "remote-server-not-found";
     resource_constraint => Wait, "resource-constraint";
     service_unavailable => Cancel, "service-unavailable";

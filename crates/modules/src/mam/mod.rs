@@ -7,7 +7,7 @@
 //! preferences in `prefs.rs`.
 
 mod prefs;
-mod query;
+pub(crate) mod query;
 
 use crate::store::{account, store_error};
 use base64::Engine;

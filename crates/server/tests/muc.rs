@@ -1,0 +1,258 @@
+//! XEP-0045 Multi-User Chat at `conference.localhost` against the real
+//! binary, as raw-XML conversations: creating and joining a room, presence
+//! with status codes, messages with the room's stanza and occupant ids,
+//! history, nick rules, kick and ban, configuration and its refusals, the
+//! room's archive (XEP-0313), self-ping (XEP-0410), and a persistent room
+//! across a restart.
+
+use starling_testkit::{TestServer, XmlClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_starling");
+const ROOM: &str = "tea@conference.localhost";
+const MUC: &str = "http://jabber.org/protocol/muc";
+
+fn server() -> TestServer {
+    TestServer::builder(BIN)
+        .with_users(&[("alice", "secret"), ("bob", "secret"), ("carol", "secret")])
+        .expect("server starts")
+}
+
+/// Joins `ROOM` as `nick` (with `extra` inside `<x xmlns=muc>`) and returns
+/// everything up to and including the subject message that ends a join.
+async fn join(client: &mut XmlClient, nick: &str, extra: &str) -> String {
+    client.send(&format!("<presence to='{ROOM}/{nick}'><x xmlns='{MUC}'>{extra}</x></presence>")).await.unwrap();
+    let (before, subject) = client.take_stanza("type='groupchat'").await.unwrap();
+    let mut all = before + &subject;
+    // History messages are groupchat too: read on to the subject.
+    while !all.rsplit("<message").next().unwrap().contains("<subject") {
+        let (more, next) = client.take_stanza("type='groupchat'").await.unwrap();
+        all = all + &more + &next;
+    }
+    all
+}
+
+async fn join_error(client: &mut XmlClient, nick: &str, extra: &str) -> String {
+    client.send(&format!("<presence to='{ROOM}/{nick}'><x xmlns='{MUC}'>{extra}</x></presence>")).await.unwrap();
+    client.take_stanza("type='error'").await.unwrap().1
+}
+
+fn say(body: &str) -> String {
+    format!("<message to='{ROOM}' type='groupchat'><body>{body}</body></message>")
+}
+
+async fn configure(client: &mut XmlClient, id: &str, fields: &[(&str, &str)]) -> String {
+    let mut form = String::from(
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>",
+    );
+    for (var, value) in fields {
+        form.push_str(&format!("<field var='{var}'><value>{value}</value></field>"));
+    }
+    let xml = format!("<iq type='set' id='{id}' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>{form}</x></query></iq>");
+    client.request(&xml, id).await.unwrap()
+}
+
+#[tokio::test]
+async fn create_join_talk_and_history() {
+    let server = server();
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    let mut bob = server.online("bob", "desk").await.unwrap();
+
+    // §10.1: the first join creates the room: owner, moderator, 201 and 110.
+    let created = join(&mut alice, "Alice", "").await;
+    assert!(created.contains("affiliation='owner'") && created.contains("role='moderator'"), "{created}");
+    assert!(created.contains("code='201'") && created.contains("code='110'"), "{created}");
+    assert!(created.contains("<occupant-id xmlns='urn:xmpp:occupant-id:0'"), "XEP-0421: {created}");
+    // §7.2.15: the join ends with the (empty) subject.
+    assert!(created.contains("<subject/>") || created.contains("<subject></subject>"), "{created}");
+
+    // §7.2.3: bob gets alice's presence (no real JID: semi-anonymous), then his own.
+    let joined = join(&mut bob, "Bob", "").await;
+    let (alice_at, bob_at) =
+        (joined.find(&format!("from='{ROOM}/Alice'")).unwrap(), joined.find(&format!("from='{ROOM}/Bob'")).unwrap());
+    assert!(alice_at < bob_at, "{joined}");
+    assert!(!joined.contains("jid='alice@localhost/desk'"), "semi-anonymous: {joined}");
+    assert!(
+        joined.contains("role='participant'") && joined.contains("code='110'") && !joined.contains("code='201'"),
+        "{joined}"
+    );
+    // Alice, a moderator, sees bob's real JID.
+    let (_, bob_presence) = alice.take_stanza(&format!("from='{ROOM}/Bob'")).await.unwrap();
+    assert!(bob_presence.contains("jid='bob@localhost/desk'"), "{bob_presence}");
+
+    // §7.4: a message goes to every occupant from room/nick, stamped by the room.
+    bob.send(&say("hello tea room")).await.unwrap();
+    for client in [&mut alice, &mut bob] {
+        let (_, message) = client.take_stanza(&format!("from='{ROOM}/Bob'")).await.unwrap();
+        assert!(message.contains("hello tea room") && message.contains(&format!("by='{ROOM}'")), "{message}");
+    }
+    alice.send(&say("second")).await.unwrap();
+    alice.take_stanza(&format!("from='{ROOM}/Alice'")).await.unwrap();
+
+    // §7.2.14: history on join, as asked (the last one), with its delay; and
+    // §7.2.9 a nick in use is a conflict.
+    let mut carol = server.online("carol", "desk").await.unwrap();
+    let refused = join_error(&mut carol, "Bob", "").await;
+    assert!(refused.contains("<conflict "), "{refused}");
+    let history = join(&mut carol, "Carol", "<history maxstanzas='1'/>").await;
+    assert!(history.contains("second") && !history.contains("hello tea room"), "{history}");
+    assert!(history.contains("<delay xmlns='urn:xmpp:delay'"), "{history}");
+
+    // §8.1: only moderators change the subject by default.
+    carol
+        .send(&format!("<message to='{ROOM}' type='groupchat'><subject>carol's topic</subject></message>"))
+        .await
+        .unwrap();
+    let (_, denied) = carol.take_stanza("type='error'").await.unwrap();
+    assert!(denied.contains("<forbidden "), "{denied}");
+    alice.send(&format!("<message to='{ROOM}' type='groupchat'><subject>Tea</subject></message>")).await.unwrap();
+    let (_, topic) = carol.take_stanza(&format!("from='{ROOM}/Alice'")).await.unwrap();
+    assert!(topic.contains("<subject>Tea</subject>"), "{topic}");
+
+    // XEP-0313 on the room: the messages, from room/nick.
+    bob.send(&format!("<iq type='set' id='mam' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='r'/></iq>"))
+        .await
+        .unwrap();
+    let (results, fin) = bob.take_stanza("id='mam'").await.unwrap();
+    assert!(
+        fin.contains("<fin ") && results.contains("hello tea room") && results.contains(&format!("from='{ROOM}/Bob'")),
+        "{results}{fin}"
+    );
+
+    // XEP-0410: a self-ping tells a joined client it still is.
+    let pong = bob
+        .request(&format!("<iq type='get' id='sp' to='{ROOM}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>"), "sp")
+        .await
+        .unwrap();
+    assert!(pong.contains("type='result'"), "{pong}");
+    let not_joined = bob
+        .request(&format!("<iq type='get' id='sp2' to='{ROOM}/Carol'><ping xmlns='urn:xmpp:ping'/></iq>"), "sp2")
+        .await
+        .unwrap();
+    assert!(not_joined.contains("<not-acceptable "), "{not_joined}");
+
+    // §7.5: private messages between occupants, through the room.
+    bob.send(&format!("<message to='{ROOM}/Carol' type='chat'><body>psst</body></message>")).await.unwrap();
+    let (_, private) = carol.take_stanza(&format!("from='{ROOM}/Bob'")).await.unwrap();
+    assert!(private.contains("psst") && private.contains("type='chat'"), "{private}");
+}
+
+#[tokio::test]
+async fn moderation_and_configuration() {
+    let server = server();
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    let mut bob = server.online("bob", "desk").await.unwrap();
+    let mut carol = server.online("carol", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    join(&mut bob, "Bob", "").await;
+
+    // §10.2: only owners configure.
+    let refused = configure(&mut bob, "c1", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    assert!(refused.contains("<forbidden "), "{refused}");
+    let done = configure(&mut alice, "c2", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    assert!(done.contains("type='result'"), "{done}");
+    let info = alice
+        .request(
+            &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            "i",
+        )
+        .await
+        .unwrap();
+    assert!(info.contains("var='muc_moderated'") && info.contains("var='urn:xmpp:mam:2'"), "§6.4: {info}");
+
+    // §7.4: a newcomer to a moderated room is a visitor without voice.
+    let joined = join(&mut carol, "Carol", "").await;
+    assert!(joined.contains("role='visitor'"), "{joined}");
+    carol.send(&say("may I?")).await.unwrap();
+    let (_, denied) = carol.take_stanza("type='error'").await.unwrap();
+    assert!(denied.contains("<forbidden "), "{denied}");
+
+    // §8.2: a moderator kicks: 307 to everyone, 110 to the kicked.
+    let kick = format!(
+        "<iq type='set' id='k' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item nick='Carol' role='none'><reason>be nice</reason></item></query></iq>"
+    );
+    assert!(alice.request(&kick, "k").await.unwrap().contains("type='result'"));
+    let (_, kicked) = carol.take_stanza("type='unavailable'").await.unwrap();
+    assert!(kicked.contains("code='307'") && kicked.contains("code='110'") && kicked.contains("be nice"), "{kicked}");
+    // A participant may not kick.
+    let by_bob = bob.request(&kick.replace("id='k'", "id='k2'").replace("Carol", "Alice"), "k2").await.unwrap();
+    assert!(by_bob.contains("type='error'"), "{by_bob}");
+
+    // §9.1: an admin bans; the outcast cannot come back.
+    let ban = format!(
+        "<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='carol@localhost' affiliation='outcast'/></query></iq>"
+    );
+    assert!(alice.request(&ban, "b").await.unwrap().contains("type='result'"));
+    let banned = join_error(&mut carol, "Carol", "").await;
+    assert!(banned.contains("<forbidden "), "{banned}");
+    let outcasts = alice
+        .request(
+            &format!("<iq type='get' id='l' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>"),
+            "l",
+        )
+        .await
+        .unwrap();
+    assert!(outcasts.contains("jid='carol@localhost'"), "{outcasts}");
+
+    // §9.3 / §7.2.6: members-only keeps strangers out.
+    configure(&mut alice, "c3", &[("muc#roomconfig_membersonly", "1")]).await;
+    let mut dave = XmlClient::logged_in(server.port, "localhost", "carol", "secret", "other").await.unwrap().0;
+    let unban = ban.replace("id='b'", "id='ub'").replace("outcast", "none");
+    alice.request(&unban, "ub").await.unwrap();
+    let stranger = join_error(&mut dave, "Dave", "").await;
+    assert!(stranger.contains("<registration-required "), "{stranger}");
+
+    // The last owner stays an owner.
+    let demote =
+        ban.replace("id='b'", "id='d'").replace("carol@localhost", "alice@localhost").replace("outcast", "member");
+    assert!(alice.request(&demote, "d").await.unwrap().contains("<conflict "));
+}
+
+#[tokio::test]
+async fn a_persistent_room_survives_a_restart() {
+    let mut server = server();
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    let done =
+        configure(&mut alice, "p", &[("muc#roomconfig_persistentroom", "1"), ("muc#roomconfig_roomname", "Tea")]).await;
+    assert!(done.contains("type='result'"), "{done}");
+    drop(alice);
+    server.terminate().unwrap();
+    server.spawn().unwrap();
+
+    let mut bob = server.online("bob", "desk").await.unwrap();
+    let info = bob
+        .request(
+            &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            "i",
+        )
+        .await
+        .unwrap();
+    assert!(info.contains("name='Tea'") && info.contains("var='muc_persistent'"), "{info}");
+    // Alice is still its owner: bob joins as a participant.
+    let joined = join(&mut bob, "Bob", "").await;
+    assert!(joined.contains("role='participant'") && !joined.contains("code='201'"), "{joined}");
+    // A temporary room that does not exist is not found.
+    let missing = bob
+        .request("<iq type='get' id='m' to='nope@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", "m")
+        .await
+        .unwrap();
+    assert!(missing.contains("<item-not-found "), "{missing}");
+}
+
+#[tokio::test]
+async fn room_creation_is_limited_per_user() {
+    let server = TestServer::builder(BIN)
+        .config("[modules.muc]\nmax_rooms_per_owner = 1\n")
+        .with_users(&[("alice", "secret")])
+        .expect("server starts");
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    alice
+        .send(&format!("<presence to='coffee@conference.localhost/Alice'><x xmlns='{MUC}'/></presence>"))
+        .await
+        .unwrap();
+    let (_, refused) = alice.take_stanza("type='error'").await.unwrap();
+    assert!(refused.contains("<not-allowed ") && refused.contains("at most 1 rooms"), "{refused}");
+}
