@@ -97,6 +97,10 @@ pub struct ServiceConfig {
     pub secret: Option<String>,
 }
 
+/// Modules that serve a subdomain of every host without configuration:
+/// (module, subdomain label, name in disco#items).
+const IMPLICIT_SERVICES: [(&str, &str, &str); 1] = [("pubsub", "pubsub", "Publish-Subscribe")];
+
 /// Who serves a service domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind<'a> {
@@ -257,6 +261,7 @@ impl Default for ServerConfig {
                 "contact_addresses",
                 "caps",
                 "register",
+                "pubsub",
             ]
             .map(String::from)
             .to_vec(),
@@ -358,10 +363,44 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
         config.validate()?;
+        config.add_implicit_services();
         Ok(config)
+    }
+
+    /// The defaults, with the services the default modules serve.
+    pub fn defaults() -> Self {
+        let mut config = Config::default();
+        config.add_implicit_services();
+        config
+    }
+
+    /// Adds `LABEL.host` for every host, for each module of
+    /// [`IMPLICIT_SERVICES`] that is loaded and that no `[[services]]` entry
+    /// names, unless the domain is configured otherwise.
+    fn add_implicit_services(&mut self) {
+        for (module, label, name) in IMPLICIT_SERVICES {
+            let named = self.services.iter().any(|s| s.module.as_deref() == Some(module));
+            if named || !self.server.modules.iter().any(|m| m == module) {
+                continue;
+            }
+            for host in self.server.hosts.clone() {
+                let domain = format!("{label}.{host}");
+                if self.is_local_host(&domain) || self.services.iter().any(|s| s.domain == domain) {
+                    continue;
+                }
+                self.services.push(ServiceConfig {
+                    domain,
+                    host: Some(host),
+                    name: Some(name.to_owned()),
+                    module: Some(module.to_owned()),
+                    options: None,
+                    secret: None,
+                });
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

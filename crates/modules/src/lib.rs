@@ -10,6 +10,7 @@ pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod private;
+pub mod pubsub;
 pub mod register;
 pub mod roster;
 mod store;
@@ -36,6 +37,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         contact_addresses::ContactAddresses::NAME => registry.load::<contact_addresses::ContactAddresses>(config),
         caps::Caps::NAME => registry.load::<caps::Caps>(config),
         register::Register::NAME => registry.load::<register::Register>(config),
+        pubsub::Pubsub::NAME => registry.load::<pubsub::Pubsub>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }

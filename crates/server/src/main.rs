@@ -41,7 +41,7 @@ enum Command {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(path) => Ok(Config::load(path)?),
-        None => Ok(Config::default()),
+        None => Ok(Config::defaults()),
     }
 }
 

@@ -8,19 +8,21 @@
 mod account_data;
 mod accounts;
 mod offline;
+mod pubsub;
 mod roster;
 mod sql;
 
 pub use account_data::AccountDataStore;
 pub use accounts::AccountStore;
 pub use offline::{OfflineMessage, OfflineStore};
+pub use pubsub::{PubsubItem, PubsubStore, PubsubSubscription};
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use sql::{Dialect, SqlStore};
 
 /// Every kind of data the server keeps, as one object for the server to hold.
-pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore {}
+pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore + PubsubStore {}
 
-impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore> Store for T {}
+impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore + PubsubStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
