@@ -2,7 +2,9 @@
 //! wants, from the `+notify` features of its entity capabilities
 //! (XEP-0115). A verification string is looked up once (one disco#info per
 //! new hash, whichever session showed it first), checked against its hash
-//! (§5.4) and cached for every session that advertises it.
+//! (§5.4) and cached for every session that advertises it. An answer that
+//! does not verify (some clients hash a stale feature list) still tells what
+//! the sessions that asked want, like Prosody does, but is not cached.
 
 use super::node::SendLast;
 use super::notify;
@@ -36,11 +38,18 @@ struct Query {
     waiting: Vec<FullJid>,
 }
 
+/// What one available session advertised.
+struct Advertised {
+    ver: String,
+    /// The nodes from an answer that did not verify: this session's own.
+    unverified: Option<Arc<HashSet<String>>>,
+}
+
 pub struct Interests {
     /// Verified hashes: verification string → the nodes it wants notifications of.
     known: DashMap<String, Arc<HashSet<String>>>,
-    /// The verification string each available session advertised.
-    sessions: DashMap<FullJid, String>,
+    /// The capabilities each available session advertised.
+    sessions: DashMap<FullJid, Advertised>,
     queries: DashMap<String, Query>,
     capacity: usize,
 }
@@ -52,8 +61,11 @@ impl Interests {
 
     /// Whether the session's capabilities ask for the node's notifications.
     pub fn wants(&self, session: &FullJid, node: &str) -> bool {
-        let Some(ver) = self.sessions.get(session) else { return false };
-        self.known.get(ver.value()).is_some_and(|nodes| nodes.contains(node))
+        let Some(advertised) = self.sessions.get(session) else { return false };
+        match &advertised.unverified {
+            Some(nodes) => nodes.contains(node),
+            None => self.known.get(&advertised.ver).is_some_and(|nodes| nodes.contains(node)),
+        }
     }
 
     pub fn forget(&self, session: &FullJid) {
@@ -70,7 +82,8 @@ impl Interests {
             return;
         };
         let ver = base64::engine::general_purpose::STANDARD.encode(&caps.ver);
-        if self.sessions.insert(session.clone(), ver.clone()).as_ref() == Some(&ver) {
+        let advertised = Advertised { ver: ver.clone(), unverified: None };
+        if self.sessions.insert(session.clone(), advertised).is_some_and(|old| old.ver == ver) {
             return;
         }
         let known = self.known.get(&ver).map(|nodes| nodes.clone());
@@ -115,24 +128,37 @@ impl Interests {
             return HookResult::Continue;
         }
         let Some((ver, query)) = self.queries.remove(ver) else { return HookResult::Handled };
-        let info = stanza.payload().and_then(|p| DiscoInfoResult::try_from(p.clone()).ok());
-        let Some(info) = info.filter(|info| verifies(info, &query.algo, &ver)) else {
-            tracing::debug!(%ver, "entity capabilities not verified");
+        let Some(Ok(info)) = stanza.payload().map(|p| DiscoInfoResult::try_from(p.clone())) else {
+            tracing::debug!(%ver, "no disco#info for entity capabilities");
             return HookResult::Handled;
         };
         let nodes: HashSet<String> =
             info.features.iter().filter_map(|f| f.strip_suffix("+notify")).map(str::to_owned).collect();
         let nodes = Arc::new(nodes);
-        if self.known.len() >= self.capacity {
-            // Bounded: drop some entry; its sessions are asked again on their next presence.
-            let victim = self.known.iter().next().map(|e| e.key().clone());
-            if let Some(victim) = victim {
-                self.known.remove(&victim);
+        let verified = verifies(&info, &query.algo, &ver);
+        if verified {
+            if self.known.len() >= self.capacity {
+                // Bounded: drop some entry; its sessions are asked again on their next presence.
+                let victim = self.known.iter().next().map(|e| e.key().clone());
+                if let Some(victim) = victim {
+                    self.known.remove(&victim);
+                }
             }
+            self.known.insert(ver.clone(), nodes.clone());
+        } else {
+            tracing::debug!(%ver, ?info, "entity capabilities do not verify: not cached");
         }
-        self.known.insert(ver.clone(), nodes.clone());
         for session in query.waiting {
-            if self.sessions.get(&session).is_some_and(|v| *v == ver) {
+            let current = match self.sessions.get_mut(&session) {
+                Some(mut advertised) if advertised.ver == ver => {
+                    if !verified {
+                        advertised.unverified = Some(nodes.clone());
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if current {
                 send_last_items(server, &session, &nodes).await;
             }
         }
