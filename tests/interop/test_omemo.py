@@ -12,6 +12,9 @@ Specs checked:
   with them and reconfigures the node on precondition-not-met), §6.5.7
   (max_items), §6.5.8 (items by id), §6.1 (slixmpp-omemo subscribes to the
   device list of a contact it shares no presence subscription with).
+- XEP-0163 §4.3 with a mutual presence subscription: no explicit pubsub
+  subscription, the device lists arrive as notifications filtered by the
+  `+notify` features of each client's entity capabilities (XEP-0115).
 - XEP-0384 with urn:xmpp:omemo:2 (twomemo, through the session manager) and
   eu.siacs.conversations.axolotl (oldmemo, through the plugin's message API).
 """
@@ -158,6 +161,52 @@ def test_omemo_device_lists_bundles_and_encrypted_messages(server):
             plaintext, device, _ = await alice_manager.decrypt(
                 twomemo.etree.parse_message(element, "bob@localhost"))
             assert plaintext == b"<envelope xmlns='urn:xmpp:sce:1'>noon it is</envelope>"
+            assert device.bare_jid == "bob@localhost"
+        finally:
+            await close_all(alice, bob)
+
+    run(scenario(), timeout=120)
+
+
+async def wait_for(predicate, timeout: float = SETUP_TIMEOUT, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_omemo_between_contacts_through_pep_notifications(server):
+    async def scenario():
+        alice = await online(server, "alice@localhost/desk", "alice-secret")
+        bob = await online(server, "bob@localhost/phone", "bob-secret")
+        try:
+            # RFC 6121 §3.1: alice asks, bob's client approves and asks back.
+            await alice.get_roster()
+            await bob.get_roster()
+            alice.send_presence_subscription(pto="bob@localhost")
+
+            async def both() -> bool:
+                return (alice.client_roster["bob@localhost"]["subscription"] == "both"
+                        and bob.client_roster["alice@localhost"]["subscription"] == "both")
+            await wait_for(both, what="a mutual presence subscription")
+
+            # XEP-0163 §4.3.2: each learns the other's device lists from PEP
+            # notifications alone (slixmpp-omemo neither subscribes nor
+            # downloads while the subscription is mutual).
+            bob_manager = await bob.plugin["xep_0384"].get_session_manager()
+
+            async def bob_knows_alice() -> bool:
+                return len(await bob_manager.get_device_information("alice@localhost")) > 0
+            await wait_for(bob_knows_alice, what="bob to learn alice's devices by notification")
+
+            msg = bob.make_message(mto="alice@localhost", mbody="hello, friend", mtype="chat")
+            encrypted, errors = await bob.plugin["xep_0384"].encrypt_message(msg, JID("alice@localhost"))
+            assert encrypted is not None and not errors, errors
+            encrypted.send()
+            received = await encrypted_message(alice, oldmemo.oldmemo.NAMESPACE)
+            decrypted, device = await alice.plugin["xep_0384"].decrypt_message(received)
+            assert decrypted["body"] == "hello, friend"
             assert device.bare_jid == "bob@localhost"
         finally:
             await close_all(alice, bob)

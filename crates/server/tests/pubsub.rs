@@ -451,3 +451,26 @@ async fn limits_and_account_removal() {
     let out = bob.request(&items("i1", "alice@localhost", "urn:a", ""), "i1").await.unwrap();
     assert!(out.contains("<item-not-found "), "{out}");
 }
+
+#[tokio::test]
+async fn pep_last_item_on_contact_presence() {
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.online("alice", "home").await.unwrap();
+    let out = alice.request(&publish("p1", "current", &mood("early"), &[]), "p1").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let mut bob = server.online("bob", "phone").await.unwrap();
+    let (info, ver) = client_caps();
+    bob.send(&caps_presence(&ver)).await.unwrap();
+    answer_caps_query(&mut bob, &ver, &info).await;
+    // Not alice's contact yet: her presence-model node stays closed to him.
+    let out = bob.barrier().await.unwrap();
+    assert!(!out.contains("pubsub#event"), "{out}");
+
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    // XEP-0163 §4.3.2: bob's next presence reaches alice, her service sends
+    // him the last item of what his caps want.
+    // It is sent while his presence is routed, before his ping is answered.
+    bob.send(&caps_presence(&ver)).await.unwrap();
+    let out = bob.barrier().await.unwrap();
+    assert!(out.contains("from='alice@localhost'") && out.contains("<text>early</text>"), "{out}");
+}

@@ -59,12 +59,31 @@ impl Interests {
         Interests { known: DashMap::new(), sessions: DashMap::new(), queries: DashMap::new(), capacity }
     }
 
+    /// The nodes whose notifications the session's capabilities ask for.
+    fn nodes_of(&self, session: &FullJid) -> Option<Arc<HashSet<String>>> {
+        let advertised = self.sessions.get(session)?;
+        match &advertised.unverified {
+            Some(nodes) => Some(nodes.clone()),
+            None => self.known.get(&advertised.ver).map(|nodes| nodes.clone()),
+        }
+    }
+
     /// Whether the session's capabilities ask for the node's notifications.
     pub fn wants(&self, session: &FullJid, node: &str) -> bool {
-        let Some(advertised) = self.sessions.get(session) else { return false };
-        match &advertised.unverified {
-            Some(nodes) => nodes.contains(node),
-            None => self.known.get(&advertised.ver).is_some_and(|nodes| nodes.contains(node)),
+        self.nodes_of(session).is_some_and(|nodes| nodes.contains(node))
+    }
+
+    /// XEP-0163 §4.3.2: a contact's available presence reaches an account,
+    /// so the contact's session gets the last items it wants of the
+    /// account's nodes (when the access model lets it read them).
+    pub async fn contact_presence(&self, server: &Arc<Server>, stanza: &Stanza) {
+        let Some(Ok(session)) = stanza.from.clone().map(Jid::try_into_full) else { return };
+        let Some(owner) = stanza.to.as_ref().map(Jid::to_bare) else { return };
+        if owner == session.to_bare() || !server.domains.is_host(session.domain().as_str()) {
+            return;
+        }
+        if let Some(nodes) = self.nodes_of(&session).filter(|nodes| !nodes.is_empty()) {
+            send_last_of(server, owner, &session, &nodes).await;
         }
     }
 
@@ -190,23 +209,29 @@ async fn send_last_items(server: &Arc<Server>, session: &FullJid, nodes: &HashSe
         .filter(|i| i.subscription.has_to())
         .filter_map(|i| BareJid::new(&i.contact).ok())
         .filter(|c| server.domains.is_host(c.domain().as_str()));
-    let requester = Jid::from(account.clone());
-    let to = Jid::from(session.clone());
     for publisher in std::iter::once(account.clone()).chain(contacts) {
-        let service = Service::Pep(publisher);
-        let existing = match server.store.pubsub_nodes(service.key()).await {
-            Ok(existing) => existing,
-            Err(e) => return tracing::error!(error = %e, "PEP nodes not read"),
-        };
-        for node in existing.iter().filter(|n| nodes.contains(*n)) {
-            let Ok(Some(stored)) = server.store.pubsub_node(service.key(), node).await else { continue };
-            let Ok(config) = parse_config(&stored) else { continue };
-            if config.send_last_published_item != SendLast::OnSubAndPresence {
-                continue;
-            }
-            if check_read(server, &service, node, &config, &requester).await.is_ok() {
-                notify::send_last(server, &service, node, &to).await;
-            }
+        send_last_of(server, publisher, session, nodes).await;
+    }
+}
+
+/// The last item of each of `publisher`'s PEP nodes that `session` wants
+/// and may read.
+async fn send_last_of(server: &Arc<Server>, publisher: BareJid, session: &FullJid, nodes: &HashSet<String>) {
+    let service = Service::Pep(publisher);
+    let existing = match server.store.pubsub_nodes(service.key()).await {
+        Ok(existing) => existing,
+        Err(e) => return tracing::error!(error = %e, "PEP nodes not read"),
+    };
+    let requester = Jid::from(session.to_bare());
+    let to = Jid::from(session.clone());
+    for node in existing.iter().filter(|n| nodes.contains(*n)) {
+        let Ok(Some(stored)) = server.store.pubsub_node(service.key(), node).await else { continue };
+        let Ok(config) = parse_config(&stored) else { continue };
+        if config.send_last_published_item != SendLast::OnSubAndPresence {
+            continue;
+        }
+        if check_read(server, &service, node, &config, &requester).await.is_ok() {
+            notify::send_last(server, &service, node, &to).await;
         }
     }
 }

@@ -136,6 +136,16 @@ impl Module for Pubsub {
             }
         });
         let s = state.clone();
+        ctx.hook(HookPoint::Inbound(StanzaKind::Presence), 0, move |server, stanza| {
+            let s = s.clone();
+            async move {
+                if stanza.type_.is_none() {
+                    s.interests.contact_presence(&server, &stanza).await;
+                }
+                HookResult::Continue
+            }
+        });
+        let s = state.clone();
         ctx.hook(HookPoint::SessionClosed, 0, move |_, stanza| {
             forget(&s, &stanza);
             async { HookResult::Continue }
