@@ -521,6 +521,24 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_serves_a_subdomain_of_every_host_unless_configured() {
+        let hosts = "[server]\nhosts = [\"example.com\", \"example.net\"]\n";
+        let config = Config::parse(hosts).unwrap();
+        let implicit: Vec<_> = config.services.iter().map(|s| (s.domain.as_str(), s.module.as_deref())).collect();
+        assert_eq!(implicit, [("pubsub.example.com", Some("pubsub")), ("pubsub.example.net", Some("pubsub"))]);
+        assert_eq!(config.services[1].parent_host(&config.server.hosts), Some("example.net"));
+        assert_eq!(Config::defaults().services[0].domain, "pubsub.localhost", "no config file at all");
+        let without = Config::parse(&format!("{hosts}modules = [\"disco\"]\n")).unwrap();
+        assert!(without.services.is_empty(), "only when the module is loaded");
+        let named = Config::parse(&format!(
+            "{hosts}[[services]]\ndomain = \"ps.example.com\"\nmodule = \"pubsub\"\n\
+             [[services]]\ndomain = \"pubsub.example.net\"\nsecret = \"s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(named.services.len(), 2, "a configured pubsub service replaces the implicit ones");
+    }
+
+    #[test]
     fn services_are_validated() {
         let base = "[server]\nhosts = [\"example.com\"]\nmodules = [\"disco\"]\n";
         let parse = |services: &str| Config::parse(&format!("{base}{services}"));

@@ -96,6 +96,20 @@ async fn pep_publish_options_notifications_and_items() {
     let mut bob = server.online("bob", "phone").await.unwrap();
     befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
 
+    // XEP-0163 §6.1: the account is a PEP service that takes publish-options.
+    let out = alice
+        .request(
+            "<iq type='get' id='d1' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d1",
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("category='pubsub'") && out.contains("type='pep'"), "{out}");
+    assert!(
+        out.contains("http://jabber.org/protocol/pubsub#publish-options") && out.contains("type='registered'"),
+        "{out}"
+    );
+
     // XEP-0163 §4.3: bob's caps ask for NODE's notifications; the server
     // looks the hash up once (XEP-0115 §6.3) and verifies it (§5.4).
     let (info, ver) = client_caps();

@@ -94,10 +94,11 @@ impl Module for Pubsub {
 
     fn load(config: PubsubConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
         let state = Arc::new(State { interests: Interests::new(config.caps_cache_size), config });
-        // XEP-0163 §6: the server offers PEP on its accounts.
-        ctx.add_identity("pubsub", "pep", None);
+        // XEP-0163 §6.1: every account is a PEP service; clients look for
+        // publish-options there before relying on it.
+        ctx.add_account_identity("pubsub", "pep", None);
         for feature in FEATURES {
-            ctx.add_feature(feature);
+            ctx.add_account_feature(feature);
         }
         for (type_, namespace) in [
             (IqType::Get, xns::PUBSUB),
