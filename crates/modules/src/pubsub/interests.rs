@@ -231,7 +231,7 @@ async fn send_last_of(server: &Arc<Server>, publisher: BareJid, session: &FullJi
             continue;
         }
         if check_read(server, &service, node, &config, &requester).await.is_ok() {
-            notify::send_last(server, &service, node, &to).await;
+            notify::send_last(server, &service, node, &config, &to).await;
         }
     }
 }

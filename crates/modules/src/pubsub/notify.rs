@@ -94,13 +94,22 @@ async fn interested(
 }
 
 /// §6.1.7 and XEP-0163 §4.3.2: the last published item, to one address.
-pub async fn send_last(server: &Arc<Server>, service: &Service, node: &str, to: &Jid) {
+pub async fn send_last(server: &Arc<Server>, service: &Service, node: &str, config: &NodeConfig, to: &Jid) {
+    if !config.deliver_notifications {
+        return;
+    }
     let last = match server.store.pubsub_items(service.key(), node, 1).await {
         Ok(items) => items.into_iter().next(),
         Err(e) => return tracing::error!(error = %e, "last pubsub item not read"),
     };
     let Some(item) = last else { return };
-    let Ok(payload) = xml::payload(&item) else { return };
+    let payload = match config.deliver_payloads {
+        true => match xml::payload(&item) {
+            Ok(payload) => Some(payload),
+            Err(_) => return,
+        },
+        false => None,
+    };
     let publisher = BareJid::new(&item.publisher).ok();
-    send(server, service, to, xml::published(node, &item.id, publisher.as_ref(), Some(payload))).await;
+    send(server, service, to, xml::published(node, &item.id, publisher.as_ref(), payload)).await;
 }

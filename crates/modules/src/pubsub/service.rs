@@ -455,7 +455,7 @@ impl Request<'_> {
         };
         self.store().set_pubsub_subscription(self.service.key(), &sub).await.map_err(store_error)?;
         if state == "subscribed" && config.send_last_published_item != SendLast::Never {
-            notify::send_last(self.server, &self.service, node, &subscribe.jid).await;
+            notify::send_last(self.server, &self.service, node, &config, &subscribe.jid).await;
         }
         Ok(Some(xml::subscription(&sub)))
     }
