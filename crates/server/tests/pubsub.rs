@@ -262,6 +262,24 @@ async fn pep_access_models_and_refusals() {
         .unwrap();
     assert!(out.contains("jid='bob@localhost'") && out.contains("affiliation='member'"), "{out}");
 
+    // §6.1.2 authorize: bob's subscription waits for the owner (§8.6), who
+    // approves it (§8.8.2); only then does he read.
+    let out = alice.request(&format!("<iq type='set' id='a3'><pubsub xmlns='{PUBSUB}#owner'><affiliations node='{NODE}'><affiliation jid='bob@localhost' affiliation='none'/></affiliations></pubsub></iq>"), "a3").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = alice
+        .request(&set("c6", "<field var='pubsub#access_model'><value>authorize</value></field>"), "c6")
+        .await
+        .unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = bob.request(&format!("<iq type='set' id='s2' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><subscribe node='{NODE}' jid='bob@localhost'/></pubsub></iq>"), "s2").await.unwrap();
+    assert!(out.contains("subscription='pending'"), "{out}");
+    let out = bob.request(&items("i7", "alice@localhost", NODE, ""), "i7").await.unwrap();
+    assert!(out.contains("<not-authorized ") && out.contains("<not-subscribed "), "{out}");
+    let out = alice.request(&format!("<iq type='set' id='s3'><pubsub xmlns='{PUBSUB}#owner'><subscriptions node='{NODE}'><subscription jid='bob@localhost' subscription='subscribed'/></subscriptions></pubsub></iq>"), "s3").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = bob.request(&items("i8", "alice@localhost", NODE, ""), "i8").await.unwrap();
+    assert!(out.contains("<text>hi</text>"), "{out}");
+
     // An unknown configuration field is refused and changes nothing.
     let out = alice.request(&set("c5", "<field var='pubsub#bogus'><value>1</value></field>"), "c5").await.unwrap();
     assert!(out.contains("type='error'"), "{out}");

@@ -50,7 +50,7 @@ impl Default for PubsubConfig {
 }
 
 /// §10 service discovery features, after `http://jabber.org/protocol/pubsub#`.
-const FEATURES: [&str; 24] = [
+const FEATURES: [&str; 26] = [
     "http://jabber.org/protocol/pubsub",
     "http://jabber.org/protocol/pubsub#access-authorize",
     "http://jabber.org/protocol/pubsub#access-open",
@@ -68,11 +68,13 @@ const FEATURES: [&str; 24] = [
     "http://jabber.org/protocol/pubsub#instant-nodes",
     "http://jabber.org/protocol/pubsub#item-ids",
     "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
     "http://jabber.org/protocol/pubsub#modify-affiliations",
     "http://jabber.org/protocol/pubsub#persistent-items",
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#retrieve-items",
     "http://jabber.org/protocol/pubsub#subscribe",
 ];

@@ -10,9 +10,9 @@ use crate::store::store_error;
 use starling_core::Server;
 use starling_proto::xmpp_parsers::data_forms::DataFormType;
 use starling_proto::xmpp_parsers::ns as xns;
-use starling_proto::xmpp_parsers::pubsub::owner::{Owner, Payload as OwnerPayload};
+use starling_proto::xmpp_parsers::pubsub::owner::{self, Owner, Payload as OwnerPayload};
 use starling_proto::xmpp_parsers::pubsub::pubsub::{self as ps, PubSub};
-use starling_proto::xmpp_parsers::pubsub::NodeName;
+use starling_proto::xmpp_parsers::pubsub::{NodeName, Subscription};
 use starling_proto::xmpp_parsers::rsm::{First, SetQuery, SetResult};
 use starling_proto::{BareJid, Element, Jid, StanzaError};
 use starling_storage::{PubsubItem, PubsubSubscription, StoreError};
@@ -220,6 +220,9 @@ impl Request<'_> {
                 self.require_owner(&node.0).await?;
                 let subs = self.store().pubsub_subscriptions(self.service.key(), &node.0).await.map_err(store_error)?;
                 Ok(Some(xml::owner_subscriptions(&node.0, &subs)))
+            }
+            (true, OwnerPayload::Subscriptions { node, subscriptions }) => {
+                self.set_subscriptions(&node.0, subscriptions).await
             }
             _ => Err(StanzaError::feature_not_implemented()),
         }
@@ -513,6 +516,34 @@ impl Request<'_> {
         };
         affiliations.retain(|(n, _)| node.as_ref().is_none_or(|node| node.0 == *n));
         Ok(Some(xml::affiliations(&affiliations)))
+    }
+
+    /// §8.8.2 the owner changes subscriptions: approves pending ones of an
+    /// authorize node (§8.6), subscribes or removes JIDs.
+    async fn set_subscriptions(&self, node: &str, changes: Vec<owner::SubscriptionElem>) -> Reply {
+        let config = self.require_owner(node).await?;
+        let existing = self.store().pubsub_subscriptions(self.service.key(), node).await.map_err(store_error)?;
+        for change in changes {
+            let jid = change.jid.to_string();
+            let state = match change.subscription {
+                Subscription::None => {
+                    self.store()
+                        .remove_pubsub_subscription(self.service.key(), node, &jid)
+                        .await
+                        .map_err(store_error)?;
+                    continue;
+                }
+                Subscription::Pending => "pending",
+                Subscription::Subscribed | Subscription::Unconfigured => "subscribed",
+            };
+            let subid = existing.iter().find(|s| s.jid == jid).map_or_else(random_id, |s| s.subid.clone());
+            let sub = PubsubSubscription { node: node.to_owned(), jid, subid, state: state.to_owned() };
+            self.store().set_pubsub_subscription(self.service.key(), &sub).await.map_err(store_error)?;
+            if state == "subscribed" && config.send_last_published_item != SendLast::Never {
+                notify::send_last(self.server, &self.service, node, &config, &change.jid).await;
+            }
+        }
+        Ok(None)
     }
 
     /// §8.9.2 the owner changes affiliations; the last owner stays.
