@@ -506,3 +506,30 @@ async fn pep_last_item_on_contact_presence() {
     let out = bob.barrier().await.unwrap();
     assert!(out.contains("from='alice@localhost'") && out.contains("<text>early</text>"), "{out}");
 }
+
+#[tokio::test]
+async fn unverified_caps_serve_the_asking_session_only() {
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.online("alice", "home").await.unwrap();
+    let mut bob = server.online("bob", "phone").await.unwrap();
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+
+    // XEP-0115 §5.4: an answer that does not hash to the advertised string
+    // is not cached, but the session that gave it still gets what it asked for.
+    let (info, _) = client_caps();
+    let bogus = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    bob.send(&caps_presence(bogus)).await.unwrap();
+    answer_caps_query(&mut bob, bogus, &info).await;
+    bob.barrier().await.unwrap();
+    let out = alice.request(&publish("p1", "current", &mood("unverified"), &[]), "p1").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let (_, event) = bob.take_stanza("type='headline'").await.unwrap();
+    assert!(event.contains("<text>unverified</text>"), "{event}");
+
+    // Another session with the same string is asked again: nothing was cached.
+    let mut bob2 = server.online("bob", "tablet").await.unwrap();
+    bob2.send(&caps_presence(bogus)).await.unwrap();
+    answer_caps_query(&mut bob2, bogus, &info).await;
+    let out = bob2.barrier().await.unwrap();
+    assert!(out.contains("<text>unverified</text>"), "its last item on presence: {out}");
+}
