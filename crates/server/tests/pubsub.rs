@@ -473,6 +473,8 @@ async fn limits_and_account_removal() {
     // §6.1.7: the last item comes with the subscription.
     let (_, last) = bob.take_stanza("type='headline'").await.unwrap();
     assert!(last.contains("node='urn:a'"), "{last}");
+    // Stamped with when it was published (XEP-0203).
+    assert!(last.contains("<delay xmlns='urn:xmpp:delay'") && last.contains("from='alice@localhost'"), "{last}");
     let out = bob.reply("s1").await.unwrap();
     assert!(out.contains("subscription='subscribed'"), "{out}");
 

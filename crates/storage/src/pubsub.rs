@@ -14,6 +14,8 @@ pub struct PubsubItem {
     pub publisher: String,
     /// The payload element, serialized.
     pub payload: String,
+    /// When it was published, in Unix milliseconds.
+    pub published_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +70,12 @@ pub trait PubsubStore: Send + Sync {
 }
 
 fn item_from_row(row: &sqlx::any::AnyRow) -> Result<PubsubItem> {
-    Ok(PubsubItem { id: row.try_get(0)?, publisher: row.try_get(1)?, payload: row.try_get(2)? })
+    Ok(PubsubItem {
+        id: row.try_get(0)?,
+        publisher: row.try_get(1)?,
+        payload: row.try_get(2)?,
+        published_at: row.try_get(3)?,
+    })
 }
 
 fn subscription_from_row(row: &sqlx::any::AnyRow) -> Result<PubsubSubscription> {
@@ -188,15 +195,17 @@ impl PubsubStore for SqlStore {
                 .await?
                 .try_get(0)?;
         sqlx::query(
-            "INSERT INTO pubsub_items (service, node, item_id, publisher, payload, seq) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (service, node, item_id) DO UPDATE \
-             SET publisher = excluded.publisher, payload = excluded.payload, seq = excluded.seq",
+            "INSERT INTO pubsub_items (service, node, item_id, publisher, payload, published_at, seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (service, node, item_id) DO UPDATE \
+             SET publisher = excluded.publisher, payload = excluded.payload, \
+             published_at = excluded.published_at, seq = excluded.seq",
         )
         .bind(service)
         .bind(node)
         .bind(&item.id)
         .bind(&item.publisher)
         .bind(&item.payload)
+        .bind(item.published_at)
         .bind(next)
         .execute(&mut *tx)
         .await?;
@@ -213,7 +222,7 @@ impl PubsubStore for SqlStore {
 
     async fn pubsub_items(&self, service: &str, node: &str, limit: usize) -> Result<Vec<PubsubItem>> {
         let rows = sqlx::query(
-            "SELECT item_id, publisher, payload FROM pubsub_items WHERE service = $1 AND node = $2 \
+            "SELECT item_id, publisher, payload, published_at FROM pubsub_items WHERE service = $1 AND node = $2 \
              ORDER BY seq DESC LIMIT $3",
         )
         .bind(service)
@@ -226,7 +235,7 @@ impl PubsubStore for SqlStore {
 
     async fn pubsub_item(&self, service: &str, node: &str, id: &str) -> Result<Option<PubsubItem>> {
         let row = sqlx::query(
-            "SELECT item_id, publisher, payload FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+            "SELECT item_id, publisher, payload, published_at FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
         )
         .bind(service)
         .bind(node)

@@ -581,7 +581,7 @@ fn database_is_replaced_in_urls() {
 // ---------------------------------------------------------------- pubsub
 
 fn pubsub_item(id: &str, payload: &str) -> PubsubItem {
-    PubsubItem { id: id.into(), publisher: jid("alice"), payload: payload.into() }
+    PubsubItem { id: id.into(), publisher: jid("alice"), payload: payload.into(), published_at: 1_700_000_000_000 }
 }
 
 fn pubsub_subscription(node: &str, who: &str) -> PubsubSubscription {

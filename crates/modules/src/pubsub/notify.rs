@@ -13,8 +13,8 @@ use starling_proto::{ns, BareJid, FullJid, Jid, Stanza};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-async fn send(server: &Arc<Server>, service: &Service, to: &Jid, event: Event) {
-    match Stanza::from_element(xml::notification(&service.jid(), to, event), ns::CLIENT) {
+async fn send(server: &Arc<Server>, service: &Service, to: &Jid, event: Event, published_at: Option<i64>) {
+    match Stanza::from_element(xml::notification(&service.jid(), to, event, published_at), ns::CLIENT) {
         Ok(stanza) => server.deliver(stanza).await,
         Err(e) => tracing::error!(error = ?e, "pubsub notification is not a stanza"),
     }
@@ -47,7 +47,7 @@ pub async fn broadcast(
     }
     for full in sessions {
         reached.insert(full.to_bare());
-        send(server, service, &Jid::from(full), event.clone()).await;
+        send(server, service, &Jid::from(full), event.clone(), None).await;
     }
     let subscribers = match server.store.pubsub_subscriptions(service.key(), node).await {
         Ok(subs) => subs,
@@ -59,7 +59,7 @@ pub async fn broadcast(
         if jid.resource().is_none() && reached.contains(&jid.to_bare()) {
             continue;
         }
-        send(server, service, &jid, event.clone()).await;
+        send(server, service, &jid, event.clone(), None).await;
     }
 }
 
@@ -111,5 +111,6 @@ pub async fn send_last(server: &Arc<Server>, service: &Service, node: &str, conf
         false => None,
     };
     let publisher = BareJid::new(&item.publisher).ok();
-    send(server, service, to, xml::published(node, &item.id, publisher.as_ref(), payload)).await;
+    let event = xml::published(node, &item.id, publisher.as_ref(), payload);
+    send(server, service, to, event, Some(item.published_at)).await;
 }

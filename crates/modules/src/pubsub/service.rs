@@ -17,6 +17,7 @@ use starling_proto::xmpp_parsers::rsm::{First, SetQuery, SetResult};
 use starling_proto::{BareJid, Element, Jid, StanzaError};
 use starling_storage::{PubsubItem, PubsubSubscription, StoreError};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A stanza error with a `pubsub#errors` condition (XEP-0060 §7.1.3 and others).
 pub fn pubsub_error(error: StanzaError, condition: &str) -> StanzaError {
@@ -280,7 +281,13 @@ impl Request<'_> {
         };
         let id = item.id.map(|id| id.0).filter(|id| !id.is_empty()).unwrap_or_else(random_id);
         if config.persist_items {
-            let stored = PubsubItem { id: id.clone(), publisher: self.requester().to_string(), payload: serialized };
+            let published_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            let stored = PubsubItem {
+                id: id.clone(),
+                publisher: self.requester().to_string(),
+                payload: serialized,
+                published_at: i64::try_from(published_at).unwrap_or(i64::MAX),
+            };
             let keep = config.max_items.resolve(limit);
             self.store().publish_pubsub_item(self.service.key(), node, &stored, keep).await.map_err(store_error)?;
         }

@@ -3,6 +3,7 @@
 //! private) come from `untyped` below.
 
 use super::node::NodeConfig;
+use starling_proto::time::format_utc;
 use starling_proto::xml::element;
 use starling_proto::xmpp_parsers::data_forms::DataFormType;
 use starling_proto::xmpp_parsers::ns as xns;
@@ -10,7 +11,7 @@ use starling_proto::xmpp_parsers::pubsub::event::{self, Payload as Event};
 use starling_proto::xmpp_parsers::pubsub::owner::{self, Owner, Payload as OwnerPayload};
 use starling_proto::xmpp_parsers::pubsub::pubsub::{self as ps, PubSub};
 use starling_proto::xmpp_parsers::pubsub::{ItemId, NodeName, Subscription};
-use starling_proto::{BareJid, Element, Jid, StanzaError};
+use starling_proto::{ns, BareJid, Element, Jid, StanzaError};
 use starling_storage::{PubsubItem, PubsubSubscription};
 
 fn name(node: &str) -> NodeName {
@@ -113,14 +114,20 @@ pub fn purged(node: &str) -> Event {
     Event::Purge { node: name(node) }
 }
 
-/// A notification message from `service` to `to` (§7.1.2.1).
-pub fn notification(service: &Jid, to: &Jid, event: Event) -> Element {
+/// A notification message from `service` to `to` (§7.1.2.1); one sent
+/// late (the last item, §6.1.7) carries an XEP-0203 stamp of when the item
+/// was published (Unix milliseconds).
+pub fn notification(service: &Jid, to: &Jid, event: Event, published_at: Option<i64>) -> Element {
     let mut message = element(
         "message",
-        starling_proto::ns::CLIENT,
+        ns::CLIENT,
         &[("from", service.as_str()), ("to", to.as_str()), ("type", "headline"), ("id", &super::service::random_id())],
     );
     message.append_child(event::Event { payload: event }.into());
+    if let Some(millis) = published_at.and_then(|m| u64::try_from(m).ok()) {
+        let stamp = format_utc(millis / 1000, (millis % 1000) as u32);
+        message.append_child(element("delay", ns::DELAY, &[("from", service.as_str()), ("stamp", &stamp)]));
+    }
     message
 }
 

@@ -15,6 +15,8 @@ CREATE TABLE pubsub_items (
     item_id TEXT NOT NULL,
     publisher TEXT NOT NULL,
     payload TEXT NOT NULL,
+    -- Unix time in milliseconds, for the delay stamp of a late delivery.
+    published_at BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     PRIMARY KEY (service, node, item_id)
 );
