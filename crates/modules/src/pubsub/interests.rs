@@ -116,7 +116,11 @@ impl Interests {
     /// another session's query for it is under way.
     fn ask(&self, server: &Server, session: FullJid, caps: &Caps, ver: String) {
         if self.queries.len() >= MAX_QUERIES {
-            return;
+            // Clients that never answered must not block everyone else's new hashes.
+            self.queries.retain(|_, query| query.sent.elapsed() < QUERY_TIMEOUT);
+            if self.queries.len() >= MAX_QUERIES {
+                return;
+            }
         }
         let node = format!("{}#{ver}", caps.node);
         let id = format!("{QUERY_ID}{ver}");

@@ -650,24 +650,16 @@ pub async fn check_read(
     match config.access_model {
         AccessModel::Open => Ok(()),
         AccessModel::Presence => {
-            let subscribed = roster_owners(server, service, node)
-                .await?
-                .into_iter()
-                .any(|owner| owner.1.iter().any(|item| item.contact == bare.as_str() && item.subscription.has_from()));
-            if subscribed {
+            let items = contact_items(server, service, node, &bare).await?;
+            if items.iter().any(|item| item.subscription.has_from()) {
                 Ok(())
             } else {
                 Err(pubsub_error(StanzaError::not_authorized(), "presence-subscription-required"))
             }
         }
         AccessModel::Roster => {
-            let in_group = roster_owners(server, service, node).await?.into_iter().any(|owner| {
-                owner.1.iter().any(|item| {
-                    item.contact == bare.as_str()
-                        && item.groups.iter().any(|g| config.roster_groups_allowed.contains(g))
-                })
-            });
-            if in_group {
+            let items = contact_items(server, service, node, &bare).await?;
+            if items.iter().any(|item| item.groups.iter().any(|g| config.roster_groups_allowed.contains(g))) {
                 Ok(())
             } else {
                 Err(pubsub_error(StanzaError::not_authorized(), "not-in-roster-group"))
@@ -687,13 +679,15 @@ pub async fn check_read(
     }
 }
 
-/// The rosters that decide the presence and roster access models: the
-/// account's on PEP, the local owners' on a service.
-async fn roster_owners(
+/// The roster items for `contact` that decide the presence and roster
+/// access models: in the account's roster on PEP, in the local owners' on a
+/// service.
+async fn contact_items(
     server: &Server,
     service: &Service,
     node: &str,
-) -> Result<Vec<(BareJid, Vec<starling_storage::RosterItem>)>, StanzaError> {
+    contact: &BareJid,
+) -> Result<Vec<starling_storage::RosterItem>, StanzaError> {
     let owners: Vec<BareJid> = match service {
         Service::Pep(owner) => vec![owner.clone()],
         Service::Domain(_) => {
@@ -706,11 +700,10 @@ async fn roster_owners(
                 .collect()
         }
     };
-    let mut rosters = Vec::with_capacity(owners.len());
+    let mut items = Vec::with_capacity(owners.len());
     for owner in owners {
         let (host, user) = crate::store::account(&owner);
-        let (_, items) = server.store.roster(host, user).await.map_err(store_error)?;
-        rosters.push((owner, items));
+        items.extend(server.store.roster_item(host, user, contact.as_str()).await.map_err(store_error)?);
     }
-    Ok(rosters)
+    Ok(items)
 }
