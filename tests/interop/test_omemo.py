@@ -12,7 +12,7 @@ Specs checked:
   with them and reconfigures the node on precondition-not-met), §6.5.7
   (max_items), §6.5.8 (items by id), §6.1 (slixmpp-omemo subscribes to the
   device list of a contact it shares no presence subscription with).
-- XEP-0163 §4.3 with a mutual presence subscription: no explicit pubsub
+- XEP-0163 §4.2 with a mutual presence subscription: no explicit pubsub
   subscription, the device lists arrive as notifications filtered by the
   `+notify` features of each client's entity capabilities (XEP-0115).
 - XEP-0384 with urn:xmpp:omemo:2 (twomemo, through the session manager) and
@@ -191,7 +191,7 @@ def test_omemo_between_contacts_through_pep_notifications(server):
                         and bob.client_roster["alice@localhost"]["subscription"] == "both")
             await wait_for(both, what="a mutual presence subscription")
 
-            # XEP-0163 §4.3.2: each learns the other's device lists from PEP
+            # XEP-0163 §4.3.4: each learns the other's device lists from PEP
             # notifications alone (slixmpp-omemo neither subscribes nor
             # downloads while the subscription is mutual).
             bob_manager = await bob.plugin["xep_0384"].get_session_manager()

@@ -110,7 +110,7 @@ async fn pep_publish_options_notifications_and_items() {
         "{out}"
     );
 
-    // XEP-0163 §4.3: bob's caps ask for NODE's notifications; the server
+    // XEP-0163 §4.2: bob's caps ask for NODE's notifications; the server
     // looks the hash up once (XEP-0115 §6.3) and verifies it (§5.4).
     let (info, ver) = client_caps();
     bob.send(&caps_presence(&ver)).await.unwrap();
@@ -159,7 +159,7 @@ async fn pep_publish_options_notifications_and_items() {
         .unwrap();
     assert!(out.contains("type='result'"), "{out}");
 
-    // §6.5.7: the newest item; the PEP default keeps one (XEP-0163 §4).
+    // §6.5.7: the newest item; the PEP default keeps one (XEP-0163 §5).
     let out = bob.request(&items("i1", "alice@localhost", NODE, "max_items='1'"), "i1").await.unwrap();
     assert!(out.contains("<text>calm</text>") && !out.contains("happy"), "{out}");
     // §6.5.8: by id; a missing node is item-not-found (§6.5.9.11).
@@ -173,7 +173,7 @@ async fn pep_publish_options_notifications_and_items() {
     bob2.send(&caps_presence(&ver)).await.unwrap();
     let out = bob2.barrier().await.unwrap();
     assert!(!out.contains("pep-caps:"), "{out}");
-    // XEP-0163 §4.3.2: it gets the last item of what it wants on presence.
+    // XEP-0163 §4.3.4: it gets the last item of what it wants on presence.
     assert!(out.contains("pubsub#event") && out.contains("calm"), "{out}");
     bob.barrier().await.unwrap();
 
@@ -195,18 +195,18 @@ async fn pep_access_models_and_refusals() {
     let mut carol = server.online("carol", "desk").await.unwrap();
     befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
 
-    // XEP-0163 §4: the default access model is presence.
+    // XEP-0163 §5: the default access model is presence.
     let out = alice.request(&publish("p1", "current", &mood("hi"), &[]), "p1").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
     let out = bob.request(&items("i1", "alice@localhost", NODE, ""), "i1").await.unwrap();
     assert!(out.contains("<text>hi</text>"), "{out}");
-    // XEP-0060 §6.5.9.2: a stranger without presence subscription.
+    // XEP-0060 §6.5.9.6: a stranger without presence subscription.
     let out = carol.request(&items("i2", "alice@localhost", NODE, ""), "i2").await.unwrap();
     assert!(out.contains("<not-authorized ") && out.contains("<presence-subscription-required "), "{out}");
     // §6.1.3.2: neither may it subscribe.
     let out = carol.request(&format!("<iq type='set' id='s1' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><subscribe node='{NODE}' jid='carol@localhost'/></pubsub></iq>"), "s1").await.unwrap();
     assert!(out.contains("<presence-subscription-required "), "{out}");
-    // §8.2.3.3: only the owner configures; §7.1.3.1: only the owner publishes.
+    // §8.2.3.2: only the owner configures; §7.1.3.1: only the owner publishes.
     let configure = format!("<iq type='get' id='c1' to='alice@localhost'><pubsub xmlns='{PUBSUB}#owner'><configure node='{NODE}'/></pubsub></iq>");
     let out = carol.request(&configure, "c1").await.unwrap();
     assert!(out.contains("<forbidden "), "{out}");
@@ -230,7 +230,7 @@ async fn pep_access_models_and_refusals() {
     };
     let out = alice.request(&set("c3", "<field var='pubsub#access_model'><value>roster</value></field><field var='pubsub#roster_groups_allowed'><value>friends</value></field>"), "c3").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
-    // §6.5.9.3: bob is in no allowed group yet.
+    // §6.5.9.7: bob is in no allowed group yet.
     let out = bob.request(&items("i3", "alice@localhost", NODE, ""), "i3").await.unwrap();
     assert!(out.contains("<not-authorized ") && out.contains("<not-in-roster-group "), "{out}");
     let out = alice.request("<iq type='set' id='g1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>friends</group></item></query></iq>", "g1").await.unwrap();
@@ -238,7 +238,16 @@ async fn pep_access_models_and_refusals() {
     let out = bob.request(&items("i4", "alice@localhost", NODE, ""), "i4").await.unwrap();
     assert!(out.contains("<text>hi</text>"), "{out}");
 
-    // §6.5.9.4 whitelist: only affiliated JIDs.
+    // XEP-0163 §6.2: disco#items lists only the nodes the contact may read.
+    let disco_items = |id: &str| {
+        format!("<iq type='get' id='{id}' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    };
+    let out = bob.request(&disco_items("d1"), "d1").await.unwrap();
+    assert!(out.contains(&format!("node='{NODE}'")), "{out}");
+    let out = carol.request(&disco_items("d2"), "d2").await.unwrap();
+    assert!(out.contains("type='result'") && !out.contains(&format!("node='{NODE}'")), "{out}");
+
+    // §6.5.9.8 whitelist: only affiliated JIDs.
     let out = alice
         .request(&set("c4", "<field var='pubsub#access_model'><value>whitelist</value></field>"), "c4")
         .await
@@ -314,7 +323,7 @@ async fn pubsub_service_nodes_subscriptions_and_owner_operations() {
         "{out}"
     );
 
-    // §8.1.3: create with a configuration; §8.1.3.? a second create conflicts.
+    // §8.1.3: create with a configuration; §8.1.1: a second create conflicts.
     let create = format!("<iq type='set' id='n1' to='{SVC}'><pubsub xmlns='{PUBSUB}'><create node='news'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#max_items'><value>3</value></field></x></configure></pubsub></iq>");
     let out = alice.request(&create, "n1").await.unwrap();
     assert!(out.contains("type='result'"), "{out}");
@@ -336,7 +345,7 @@ async fn pubsub_service_nodes_subscriptions_and_owner_operations() {
         .unwrap();
     assert!(out.contains("node='news'"), "{out}");
 
-    // §6.1: bob subscribes; §8.2.3.3: he may not configure.
+    // §6.1: bob subscribes; §8.2.3.2: he may not configure.
     let out = bob.request(&format!("<iq type='set' id='s1' to='{SVC}'><pubsub xmlns='{PUBSUB}'><subscribe node='news' jid='bob@localhost'/></pubsub></iq>"), "s1").await.unwrap();
     assert!(out.contains("subscription='subscribed'") && out.contains("node='news'"), "{out}");
     let out = bob.request(&format!("<iq type='get' id='c1' to='{SVC}'><pubsub xmlns='{PUBSUB}#owner'><configure node='news'/></pubsub></iq>"), "c1").await.unwrap();
@@ -441,7 +450,7 @@ async fn pubsub_service_nodes_subscriptions_and_owner_operations() {
     assert!(out.contains("type='result'"), "{out}");
     let (_, event) = bob.take_stanza("type='headline'").await.unwrap();
     assert!(event.contains("<delete node='news'"), "{event}");
-    // §6.2.3.? unsubscribing from a node that is gone.
+    // §6.2.3.4: unsubscribing from a node that is gone.
     let out = bob.request(&format!("<iq type='set' id='u1' to='{SVC}'><pubsub xmlns='{PUBSUB}'><unsubscribe node='news' jid='bob@localhost'/></pubsub></iq>"), "u1").await.unwrap();
     assert!(out.contains("<item-not-found "), "{out}");
 }
@@ -455,10 +464,10 @@ async fn limits_and_account_removal() {
     let mut alice = server.online("alice", "home").await.unwrap();
     let mut bob = server.online("bob", "phone").await.unwrap();
 
-    // The payload limit: §7.1.3.6 not-acceptable + payload-too-big.
+    // The payload limit: §7.1.3.5 not-acceptable + payload-too-big.
     let out = alice.request(&publish("p1", "big", &mood(&"x".repeat(2000)), &[]), "p1").await.unwrap();
     assert!(out.contains("<not-acceptable ") && out.contains("<payload-too-big "), "{out}");
-    // The node limit: §8.1.3 not-allowed + max-nodes-exceeded.
+    // The node limit: not-allowed + max-nodes-exceeded (§18.2).
     for (id, node) in [("n1", "urn:a"), ("n2", "urn:b"), ("n3", "urn:c")] {
         let xml = publish(id, "i", &mood("m"), &[("pubsub#access_model", "open")]).replace(NODE, node);
         let out = alice.request(&xml, id).await.unwrap();
@@ -501,7 +510,7 @@ async fn pep_last_item_on_contact_presence() {
     assert!(!out.contains("pubsub#event"), "{out}");
 
     befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
-    // XEP-0163 §4.3.2: bob's next presence reaches alice, her service sends
+    // XEP-0163 §4.3.4: bob's next presence reaches alice, her service sends
     // him the last item of what his caps want.
     // It is sent while his presence is routed, before his ping is answered.
     bob.send(&caps_presence(&ver)).await.unwrap();

@@ -1,4 +1,4 @@
-//! XEP-0163 §4.3 filtered notifications: which nodes each available session
+//! XEP-0163 §4.2 filtered notifications: which nodes each available session
 //! wants, from the `+notify` features of its entity capabilities
 //! (XEP-0115). A verification string is looked up once (one disco#info per
 //! new hash, whichever session showed it first), checked against its hash
@@ -73,7 +73,7 @@ impl Interests {
         self.nodes_of(session).is_some_and(|nodes| nodes.contains(node))
     }
 
-    /// XEP-0163 §4.3.2: a contact's available presence reaches an account,
+    /// XEP-0163 §4.3.4: a contact's available presence reaches an account,
     /// so the contact's session gets the last items it wants of the
     /// account's nodes (when the access model lets it read them).
     pub async fn contact_presence(&self, server: &Arc<Server>, stanza: &Stanza) {
@@ -195,7 +195,7 @@ fn verifies(info: &DiscoInfoResult, algo: &Algo, ver: &str) -> bool {
     base64::engine::general_purpose::STANDARD.encode(hash.hash) == ver
 }
 
-/// XEP-0163 §4.3.2: a session that (newly) wants some nodes gets the last
+/// XEP-0163 §4.3.4: a session that (newly) wants some nodes gets the last
 /// item of each, from its own account and from every local contact whose
 /// presence it is subscribed to.
 async fn send_last_items(server: &Arc<Server>, session: &FullJid, nodes: &HashSet<String>) {

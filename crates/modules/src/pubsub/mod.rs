@@ -15,10 +15,11 @@ mod xml;
 
 use interests::Interests;
 use serde::Deserialize;
-use service::{Request, Service};
+use service::{check_read, Request, Service};
 use starling_core::module::{Addressed, HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::element;
+use starling_proto::xmpp_parsers::disco::{DiscoItemsResult, Item};
 use starling_proto::xmpp_parsers::ns as xns;
 use starling_proto::{ns, BareJid, Element, IqType, Jid, Stanza, StanzaError, StanzaKind};
 use std::sync::Arc;
@@ -114,6 +115,15 @@ impl Module for Pubsub {
                 async move { pep_request(&state, req).await }
             });
         }
+        let s = state.clone();
+        ctx.handle_iq(IqTarget::Account, IqType::Get, ns::DISCO_ITEMS, move |req| {
+            let s = s.clone();
+            async move {
+                let from = req.stanza.from.clone().ok_or_else(StanzaError::service_unavailable)?;
+                let owner = req.stanza.to.as_ref().unwrap_or(&from).to_bare();
+                disco_items(&s.request(&req.server, Service::Pep(owner), from), req.payload()).await
+            }
+        });
         let domains: Vec<String> = ctx.services().iter().map(|s| s.domain.clone()).collect();
         for domain in domains {
             let jid = BareJid::new(&domain)
@@ -236,16 +246,22 @@ async fn disco_info(request: &Request<'_>, query: &Element) -> IqResult {
     Ok(Some(info))
 }
 
-/// §5.2: the service's nodes (all leaves: no collections).
+/// §5.2, and for an account XEP-0163 §6.2 (only the nodes the requester may
+/// read): the service's nodes, all leaves (no collections).
 async fn disco_items(request: &Request<'_>, query: &Element) -> IqResult {
-    let mut items = Element::bare("query", ns::DISCO_ITEMS);
-    if query.attr("node").is_some() {
-        return Ok(Some(items));
+    let node = query.attr("node").map(str::to_owned);
+    let mut items = Vec::new();
+    if node.is_none() {
+        let service = &request.service;
+        let names = request.server.store.pubsub_nodes(service.key()).await.map_err(crate::store::store_error)?;
+        for name in names {
+            let Some(config) = request.node(&name).await? else { continue };
+            // Only what the requester may read is listed.
+            if check_read(request.server, service, &name, &config, &request.from).await.is_ok() {
+                let title = Some(config.title).filter(|t| !t.is_empty());
+                items.push(Item { jid: service.jid(), node: Some(name), name: title });
+            }
+        }
     }
-    let service = &request.service;
-    let nodes = request.server.store.pubsub_nodes(service.key()).await.map_err(crate::store::store_error)?;
-    for node in nodes {
-        items.append_child(element("item", ns::DISCO_ITEMS, &[("jid", service.key()), ("node", &node)]));
-    }
-    Ok(Some(items))
+    Ok(Some(DiscoItemsResult { node, items, rsm: None }.into()))
 }

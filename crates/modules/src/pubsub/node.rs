@@ -115,7 +115,7 @@ fn single<'a>(field: &'a Field, var: &str) -> Result<&'a str, StanzaError> {
 }
 
 impl NodeConfig {
-    /// XEP-0163 §4: a PEP node defaults to the presence access model and
+    /// XEP-0163 §5: a PEP node defaults to the presence access model and
     /// one item, sent to contacts when they come online.
     pub fn pep() -> Self {
         NodeConfig {

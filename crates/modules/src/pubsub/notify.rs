@@ -63,7 +63,7 @@ pub async fn broadcast(
     }
 }
 
-/// XEP-0163 §4.3: the available resources, the owner's and its local
+/// XEP-0163 §4.3.1: the available resources, the owner's and its local
 /// presence subscribers', that want the node's notifications.
 async fn interested(
     server: &Server,
@@ -93,7 +93,7 @@ async fn interested(
     Ok(found)
 }
 
-/// §6.1.7 and XEP-0163 §4.3.2: the last published item, to one address.
+/// §6.1.7 and XEP-0163 §4.3.4: the last published item, to one address.
 pub async fn send_last(server: &Arc<Server>, service: &Service, node: &str, config: &NodeConfig, to: &Jid) {
     if !config.deliver_notifications {
         return;

@@ -143,7 +143,7 @@ impl Request<'_> {
         Ok(config)
     }
 
-    /// §8.1.3 and the per-service limit: one more node may be created.
+    /// The per-service limit (§18.2 max-nodes-exceeded): one more node may be created.
     async fn check_node_count(&self) -> Result<(), StanzaError> {
         let count = self.store().pubsub_nodes(self.service.key()).await.map_err(store_error)?.len();
         if count >= self.config.max_nodes_per_service {
