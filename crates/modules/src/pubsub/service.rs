@@ -8,7 +8,7 @@ use super::node::{AccessModel, NodeConfig, PublishModel, SendLast, PUBLISH_OPTIO
 use super::{notify, xml, PubsubConfig};
 use crate::store::store_error;
 use starling_core::Server;
-use starling_proto::xmpp_parsers::data_forms::DataFormType;
+use starling_proto::xmpp_parsers::data_forms::{DataForm, DataFormType};
 use starling_proto::xmpp_parsers::ns as xns;
 use starling_proto::xmpp_parsers::pubsub::owner::{self, Owner, Payload as OwnerPayload};
 use starling_proto::xmpp_parsers::pubsub::pubsub::{self as ps, PubSub};
@@ -22,6 +22,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A stanza error with a `pubsub#errors` condition (XEP-0060 §7.1.3 and others).
 pub fn pubsub_error(error: StanzaError, condition: &str) -> StanzaError {
     error.with_app_condition(Element::bare(condition, xns::PUBSUB_ERRORS))
+}
+
+/// §7.1.5: the node's configuration is not what publish-options require.
+fn precondition_not_met() -> StanzaError {
+    pubsub_error(StanzaError::conflict(), "precondition-not-met")
 }
 
 /// Whose service it is.
@@ -238,7 +243,7 @@ impl Request<'_> {
 
     /// §7.1 publish, with §7.1.5 publish-options and auto-create.
     async fn publish(&self, publish: ps::Publish, options: Option<ps::PublishOptions>) -> Reply {
-        let node = publish.node.0.as_str();
+        let node = node_name(Some(&publish.node))?;
         let limit = self.config.max_items_per_node;
         let options = options.and_then(|o| o.form);
         if options.as_ref().is_some_and(|f| f.form_type().is_some_and(|t| t != PUBLISH_OPTIONS)) {
@@ -253,17 +258,8 @@ impl Request<'_> {
             let text = format!("payloads are limited to {} bytes", self.config.max_payload_bytes);
             return Err(pubsub_error(StanzaError::not_acceptable(), "payload-too-big").with_text(text));
         }
-        let precondition_not_met = || pubsub_error(StanzaError::conflict(), "precondition-not-met");
         let config = match self.node(node).await? {
-            Some(config) => {
-                if let Some(form) = &options {
-                    if !config.satisfies(form, limit).map_err(|_| precondition_not_met())? {
-                        return Err(precondition_not_met());
-                    }
-                }
-                self.check_publisher(node, &config).await?;
-                config
-            }
+            Some(config) => self.check_existing(node, config, options.as_ref()).await?,
             None => {
                 // §7.1.4 auto-create: the default configuration with the preconditions applied.
                 if let Service::Pep(owner) = &self.service {
@@ -275,8 +271,15 @@ impl Request<'_> {
                 if let Some(form) = &options {
                     config.apply(form, limit).map_err(|_| precondition_not_met())?;
                 }
-                self.create_node(node, &config).await?;
-                config
+                match self.create_node(node, &config).await {
+                    Ok(()) => config,
+                    // Another publish created it meanwhile: publish to that one.
+                    Err(e) if e.condition == "conflict" => {
+                        let config = self.existing_node(node).await?;
+                        self.check_existing(node, config, options.as_ref()).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let id = item.id.map(|id| id.0).filter(|id| !id.is_empty()).unwrap_or_else(random_id);
@@ -294,6 +297,23 @@ impl Request<'_> {
         let event = xml::published(node, &id, Some(&self.requester()), Some(payload));
         notify::broadcast(self.server, self.interests, &self.service, node, &config, event).await;
         Ok(Some(xml::publish_result(node, &id)))
+    }
+
+    /// §7.1.5 preconditions, then §7.1.3.1 the right to publish, on an existing node.
+    async fn check_existing(
+        &self,
+        node: &str,
+        config: NodeConfig,
+        options: Option<&DataForm>,
+    ) -> Result<NodeConfig, StanzaError> {
+        if let Some(form) = options {
+            let limit = self.config.max_items_per_node;
+            if !config.satisfies(form, limit).map_err(|_| precondition_not_met())? {
+                return Err(precondition_not_met());
+            }
+        }
+        self.check_publisher(node, &config).await?;
+        Ok(config)
     }
 
     async fn check_publisher(&self, node: &str, config: &NodeConfig) -> Result<(), StanzaError> {
@@ -400,7 +420,7 @@ impl Request<'_> {
     }
 
     /// §8.2 configure.
-    async fn configure(&self, node: &str, form: Option<starling_proto::xmpp_parsers::data_forms::DataForm>) -> Reply {
+    async fn configure(&self, node: &str, form: Option<DataForm>) -> Reply {
         let mut config = self.require_owner(node).await?;
         let Some(form) = form.filter(|f| f.type_ != DataFormType::Cancel) else {
             return Ok(None);
