@@ -31,7 +31,7 @@ fn caps_presence(ver: &str) -> String {
     format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:example:client' ver='{ver}'/></presence>")
 }
 
-/// Answers the server's disco#info query for `ver` (XEP-0115 §6.3) with `info`.
+/// Answers the server's disco#info query for `ver` (XEP-0115 §6.1) with `info`.
 async fn answer_caps_query(client: &mut XmlClient, ver: &str, info: &str) {
     let (_, query) = client.take_stanza(&format!("id='pep-caps:{ver}'")).await.unwrap();
     assert!(query.contains(&format!("node='urn:example:client#{ver}'")), "{query}");
@@ -111,7 +111,7 @@ async fn pep_publish_options_notifications_and_items() {
     );
 
     // XEP-0163 §4.2: bob's caps ask for NODE's notifications; the server
-    // looks the hash up once (XEP-0115 §6.3) and verifies it (§5.4).
+    // looks the hash up once (XEP-0115 §6.1) and verifies it (§5.4).
     let (info, ver) = client_caps();
     bob.send(&caps_presence(&ver)).await.unwrap();
     answer_caps_query(&mut bob, &ver, &info).await;
@@ -385,6 +385,36 @@ async fn pubsub_service_nodes_subscriptions_and_owner_operations() {
     assert!(out.contains("<last>item4</last>"), "{out}");
     let out = bob.request(&page("r2", "<max>2</max><after>item4</after>"), "r2").await.unwrap();
     assert!(out.contains("item3") && !out.contains("item4<"), "{out}");
+
+    // §6.3: bob pauses delivery with the pubsub#deliver option, then resumes.
+    let options = |id: &str, form: &str| {
+        let type_ = if form.is_empty() { "get" } else { "set" };
+        format!("<iq type='{type_}' id='{id}' to='{SVC}'><pubsub xmlns='{PUBSUB}'><options node='news' jid='bob@localhost'>{form}</options></pubsub></iq>")
+    };
+    let deliver = |on: &str| {
+        format!("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#subscribe_options</value></field><field var='pubsub#deliver'><value>{on}</value></field></x>")
+    };
+    let out = bob.request(&options("o1", ""), "o1").await.unwrap();
+    assert!(out.contains("pubsub#subscribe_options") && out.contains("var='pubsub#deliver'"), "{out}");
+    let out = bob.request(&options("o2", &deliver("0")), "o2").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = alice.request(&publish_news("p6", "quiet"), "p6").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    alice.barrier().await.unwrap();
+    let out = bob.barrier().await.unwrap();
+    assert!(!out.contains("quiet"), "paused: {out}");
+    let out = bob.request(&options("o3", &deliver("1")), "o3").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = alice.request(&publish_news("p7", "loud"), "p7").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let (_, event) = bob.take_stanza("type='headline'").await.unwrap();
+    assert!(event.contains("id='loud'"), "{event}");
+    // §6.3.6.2: unknown options; §6.3.4.2: alice has no subscription to configure.
+    let out =
+        bob.request(&options("o4", &deliver("1").replace("pubsub#deliver", "pubsub#digest")), "o4").await.unwrap();
+    assert!(out.contains("<bad-request ") && out.contains("<invalid-options "), "{out}");
+    let out = alice.request(&options("o5", "").replace("bob@", "alice@"), "o5").await.unwrap();
+    assert!(out.contains("<not-subscribed "), "{out}");
 
     // §5.6 and §8.8: subscriptions as the subscriber and the owner see them.
     let out = bob

@@ -25,6 +25,8 @@ pub struct PubsubSubscription {
     pub subid: String,
     /// `subscribed` or `pending`.
     pub state: String,
+    /// XEP-0060 §6.3 `pubsub#deliver`: whether notifications are sent.
+    pub deliver: bool,
 }
 
 #[async_trait]
@@ -84,6 +86,7 @@ fn subscription_from_row(row: &sqlx::any::AnyRow) -> Result<PubsubSubscription> 
         jid: row.try_get(1)?,
         subid: row.try_get(2)?,
         state: row.try_get(3)?,
+        deliver: row.try_get::<i32, _>(4)? != 0,
     })
 }
 
@@ -310,7 +313,7 @@ impl PubsubStore for SqlStore {
 
     async fn pubsub_subscriptions(&self, service: &str, node: &str) -> Result<Vec<PubsubSubscription>> {
         let rows = sqlx::query(
-            "SELECT node, jid, subid, state FROM pubsub_subscriptions WHERE service = $1 AND node = $2 ORDER BY jid",
+            "SELECT node, jid, subid, state, deliver FROM pubsub_subscriptions WHERE service = $1 AND node = $2 ORDER BY jid",
         )
         .bind(service)
         .bind(node)
@@ -321,7 +324,7 @@ impl PubsubStore for SqlStore {
 
     async fn pubsub_subscriptions_of(&self, service: &str, jid: &str) -> Result<Vec<PubsubSubscription>> {
         let rows = sqlx::query(
-            "SELECT node, jid, subid, state FROM pubsub_subscriptions WHERE service = $1 AND jid = $2 ORDER BY node",
+            "SELECT node, jid, subid, state, deliver FROM pubsub_subscriptions WHERE service = $1 AND jid = $2 ORDER BY node",
         )
         .bind(service)
         .bind(jid)
@@ -332,14 +335,16 @@ impl PubsubStore for SqlStore {
 
     async fn set_pubsub_subscription(&self, service: &str, sub: &PubsubSubscription) -> Result<()> {
         sqlx::query(
-            "INSERT INTO pubsub_subscriptions (service, node, jid, subid, state) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (service, node, jid) DO UPDATE SET subid = excluded.subid, state = excluded.state",
+            "INSERT INTO pubsub_subscriptions (service, node, jid, subid, state, deliver) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, node, jid) DO UPDATE \
+             SET subid = excluded.subid, state = excluded.state, deliver = excluded.deliver",
         )
         .bind(service)
         .bind(&sub.node)
         .bind(&sub.jid)
         .bind(&sub.subid)
         .bind(&sub.state)
+        .bind(sub.deliver as i32)
         .execute(&self.pool)
         .await?;
         Ok(())

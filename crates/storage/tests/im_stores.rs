@@ -585,7 +585,13 @@ fn pubsub_item(id: &str, payload: &str) -> PubsubItem {
 }
 
 fn pubsub_subscription(node: &str, who: &str) -> PubsubSubscription {
-    PubsubSubscription { node: node.into(), jid: who.into(), subid: "s1".into(), state: "subscribed".into() }
+    PubsubSubscription {
+        node: node.into(),
+        jid: who.into(),
+        subid: "s1".into(),
+        state: "subscribed".into(),
+        deliver: true,
+    }
 }
 
 /// XEP-0060 data of one service: a node with its configuration and owner
@@ -629,6 +635,9 @@ async fn pubsub_nodes_items_affiliations_and_subscriptions(e: &Engine) {
     s.set_pubsub_subscription(svc, &pubsub_subscription("news", &jid("carol"))).await.unwrap();
     assert_eq!(s.pubsub_subscriptions(svc, "news").await.unwrap(), [pubsub_subscription("news", &jid("carol"))]);
     assert_eq!(s.pubsub_subscriptions_of(svc, &jid("carol")).await.unwrap().len(), 1);
+    let paused = PubsubSubscription { deliver: false, ..pubsub_subscription("news", &jid("carol")) };
+    s.set_pubsub_subscription(svc, &paused).await.unwrap();
+    assert_eq!(s.pubsub_subscriptions(svc, "news").await.unwrap(), [paused]);
     assert!(s.remove_pubsub_subscription(svc, "news", &jid("carol")).await.unwrap());
     assert!(!s.remove_pubsub_subscription(svc, "news", &jid("carol")).await.unwrap());
 

@@ -112,7 +112,7 @@ impl Interests {
         }
     }
 
-    /// §6.3: asks the session for the disco#info behind its hash, unless
+    /// XEP-0115 §6.1: asks the session for the disco#info behind its hash, unless
     /// another session's query for it is under way.
     fn ask(&self, server: &Server, session: FullJid, caps: &Caps, ver: String) {
         if self.queries.len() >= MAX_QUERIES {

@@ -51,7 +51,7 @@ impl Default for PubsubConfig {
 }
 
 /// §10 service discovery features, after `http://jabber.org/protocol/pubsub#`.
-const FEATURES: [&str; 26] = [
+const FEATURES: [&str; 27] = [
     "http://jabber.org/protocol/pubsub",
     "http://jabber.org/protocol/pubsub#access-authorize",
     "http://jabber.org/protocol/pubsub#access-open",
@@ -78,6 +78,7 @@ const FEATURES: [&str; 26] = [
     "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#retrieve-items",
     "http://jabber.org/protocol/pubsub#subscribe",
+    "http://jabber.org/protocol/pubsub#subscription-options",
 ];
 
 struct State {

@@ -8,6 +8,28 @@ use starling_proto::StanzaError;
 
 pub const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+pub const SUBSCRIBE_OPTIONS: &str = "http://jabber.org/protocol/pubsub#subscribe_options";
+
+/// §6.3: the subscription option kept, `pubsub#deliver`, as a submitted
+/// form sets it (`current` when the form leaves it out); other options are
+/// refused (§6.3.6.2 invalid-options is the caller's).
+pub fn deliver_option(form: &DataForm, current: bool) -> Result<bool, StanzaError> {
+    let mut deliver = current;
+    for field in &form.fields {
+        match field.var.as_deref() {
+            Some("FORM_TYPE") | None => {}
+            Some(var @ "pubsub#deliver") => deliver = parse_bool(var, single(field, var)?)?,
+            Some(var) => return Err(bad_field(var)),
+        }
+    }
+    Ok(deliver)
+}
+
+/// §6.3.3: the subscription options form.
+pub fn subscribe_options_form(deliver: bool) -> DataForm {
+    let field = Field::new("pubsub#deliver", FieldType::Boolean).with_value(if deliver { "1" } else { "0" });
+    DataForm::new(DataFormType::Form, SUBSCRIBE_OPTIONS, vec![field])
+}
 
 /// §4.5 access models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,7 +53,7 @@ pub async fn broadcast(
         Ok(subs) => subs,
         Err(e) => return tracing::error!(error = %e, "pubsub subscribers not read"),
     };
-    for sub in subscribers.iter().filter(|s| s.state == "subscribed") {
+    for sub in subscribers.iter().filter(|s| s.state == "subscribed" && s.deliver) {
         let Ok(jid) = Jid::new(&sub.jid) else { continue };
         // A bare subscription of an account already notified per resource adds nothing.
         if jid.resource().is_none() && reached.contains(&jid.to_bare()) {

@@ -4,7 +4,9 @@
 //! through the store; notifications go out through `notify`.
 
 use super::interests::Interests;
-use super::node::{AccessModel, NodeConfig, PublishModel, SendLast, PUBLISH_OPTIONS};
+use super::node::{
+    deliver_option, subscribe_options_form, AccessModel, NodeConfig, PublishModel, SendLast, PUBLISH_OPTIONS,
+};
 use super::{notify, xml, PubsubConfig};
 use crate::store::store_error;
 use starling_core::Server;
@@ -22,6 +24,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A stanza error with a `pubsub#errors` condition (XEP-0060 §7.1.3 and others).
 pub fn pubsub_error(error: StanzaError, condition: &str) -> StanzaError {
     error.with_app_condition(Element::bare(condition, xns::PUBSUB_ERRORS))
+}
+
+/// §6.3.6.2: options the service does not take are bad-request + invalid-options.
+fn invalid_options<T>(parsed: Result<T, StanzaError>) -> Result<T, StanzaError> {
+    parsed
+        .map_err(|e| pubsub_error(StanzaError::bad_request(), "invalid-options").with_text(e.text.unwrap_or_default()))
 }
 
 /// §7.1.5: the node's configuration is not what publish-options require.
@@ -194,7 +202,11 @@ impl Request<'_> {
             (true, PubSub::Publish { publish, publish_options }) => self.publish(publish, publish_options).await,
             (true, PubSub::Retract(retract)) => self.retract(retract).await,
             (true, PubSub::Create { create, configure }) => self.create(create, configure).await,
-            (true, PubSub::Subscribe { subscribe: Some(subscribe), .. }) => self.subscribe(subscribe).await,
+            (true, PubSub::Subscribe { subscribe: Some(subscribe), options }) => {
+                self.subscribe(subscribe, options.and_then(|o| o.form)).await
+            }
+            (false, PubSub::Subscribe { subscribe: None, options: Some(options) }) => self.options(options).await,
+            (true, PubSub::Subscribe { subscribe: None, options: Some(options) }) => self.set_options(options).await,
             (false, PubSub::Items(items)) => self.items(items, rsm).await,
             (false, PubSub::Subscriptions(subscriptions)) => self.own_subscriptions(subscriptions.node).await,
             (false, PubSub::Affiliations(affiliations)) => self.own_affiliations(affiliations.node).await,
@@ -458,14 +470,18 @@ impl Request<'_> {
         Ok(None)
     }
 
-    /// §6.1 subscribe; §6.1.7 the last item follows the answer.
-    async fn subscribe(&self, subscribe: ps::Subscribe) -> Reply {
+    /// §6.1 subscribe (§6.3.7 with options); §6.1.7 the last item follows.
+    async fn subscribe(&self, subscribe: ps::Subscribe, options: Option<DataForm>) -> Reply {
         let node = node_name(subscribe.node.as_ref())?;
         // §6.1.3.1: only one's own address may be subscribed.
         if subscribe.jid.to_bare() != self.requester() {
             return Err(pubsub_error(StanzaError::bad_request(), "invalid-jid"));
         }
         let config = self.existing_node(node).await?;
+        let deliver = match &options {
+            Some(form) => invalid_options(deliver_option(form, true))?,
+            None => true,
+        };
         let state = match check_read(self.server, &self.service, node, &config, &self.from).await {
             Ok(()) => "subscribed",
             // §6.1.2: authorize nodes take the request and wait for the owner.
@@ -482,12 +498,47 @@ impl Request<'_> {
             jid: subscribe.jid.to_string(),
             subid: random_id(),
             state: state.to_owned(),
+            deliver,
         };
         self.store().set_pubsub_subscription(self.service.key(), &sub).await.map_err(store_error)?;
         if state == "subscribed" && config.send_last_published_item != SendLast::Never {
             notify::send_last(self.server, &self.service, node, &config, &subscribe.jid).await;
         }
         Ok(Some(xml::subscription(&sub)))
+    }
+
+    /// The requester's own subscription named by an `<options/>` request (§6.3.4).
+    async fn options_subscription(&self, options: &ps::Options) -> Result<PubsubSubscription, StanzaError> {
+        let node = node_name(options.node.as_ref())?;
+        if options.jid.to_bare() != self.requester() {
+            // §6.3.4.1: only one's own subscription.
+            return Err(StanzaError::forbidden());
+        }
+        self.existing_node(node).await?;
+        let subs = self.store().pubsub_subscriptions(self.service.key(), node).await.map_err(store_error)?;
+        // §6.3.4.2: no such subscriber.
+        subs.into_iter()
+            .find(|s| s.jid == options.jid.as_str())
+            .ok_or_else(|| pubsub_error(StanzaError::unexpected_request(), "not-subscribed"))
+    }
+
+    /// §6.3.3: the subscription's options form.
+    async fn options(&self, options: ps::Options) -> Reply {
+        let sub = self.options_subscription(&options).await?;
+        let form = subscribe_options_form(sub.deliver);
+        Ok(Some(xml::options(ps::Options { form: Some(form), ..options })))
+    }
+
+    /// §6.3.5 and §6.3.6: the subscriber changes its options.
+    async fn set_options(&self, options: ps::Options) -> Reply {
+        let sub = self.options_subscription(&options).await?;
+        let Some(form) = options.form else {
+            return Err(pubsub_error(StanzaError::bad_request(), "invalid-options"));
+        };
+        let deliver = invalid_options(deliver_option(&form, sub.deliver))?;
+        let sub = PubsubSubscription { deliver, ..sub };
+        self.store().set_pubsub_subscription(self.service.key(), &sub).await.map_err(store_error)?;
+        Ok(None)
     }
 
     /// §6.2 unsubscribe.
@@ -563,8 +614,10 @@ impl Request<'_> {
                 Subscription::Pending => "pending",
                 Subscription::Subscribed | Subscription::Unconfigured => "subscribed",
             };
-            let subid = existing.iter().find(|s| s.jid == jid).map_or_else(random_id, |s| s.subid.clone());
-            let sub = PubsubSubscription { node: node.to_owned(), jid, subid, state: state.to_owned() };
+            let current = existing.iter().find(|s| s.jid == jid);
+            let subid = current.map_or_else(random_id, |s| s.subid.clone());
+            let deliver = current.is_none_or(|s| s.deliver);
+            let sub = PubsubSubscription { node: node.to_owned(), jid, subid, state: state.to_owned(), deliver };
             self.store().set_pubsub_subscription(self.service.key(), &sub).await.map_err(store_error)?;
             if state == "subscribed" && config.send_last_published_item != SendLast::Never {
                 notify::send_last(self.server, &self.service, node, &config, &change.jid).await;

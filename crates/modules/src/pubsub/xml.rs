@@ -52,6 +52,11 @@ pub fn items_result(node: &str, items: &[PubsubItem]) -> Result<Element, StanzaE
     Ok(PubSub::Items(ps::Items { max_items: None, node: name(node), subid: None, items }).into())
 }
 
+/// §6.3.3: a subscription's options.
+pub fn options(options: ps::Options) -> Element {
+    PubSub::Subscribe { subscribe: None, options: Some(options) }.into()
+}
+
 /// §5.7: (node, affiliation) pairs.
 pub fn affiliations(affiliations: &[(String, String)]) -> Element {
     let affiliations = affiliations

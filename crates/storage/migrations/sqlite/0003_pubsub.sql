@@ -39,6 +39,8 @@ CREATE TABLE pubsub_subscriptions (
     jid TEXT NOT NULL,
     subid TEXT NOT NULL,
     state TEXT NOT NULL,
+    -- §6.3 subscription option pubsub#deliver: 0 pauses notifications.
+    deliver INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (service, node, jid)
 );
 CREATE INDEX pubsub_subscriptions_jid ON pubsub_subscriptions (jid);
