@@ -120,9 +120,8 @@ impl Module for Pubsub {
         ctx.handle_iq(IqTarget::Account, IqType::Get, ns::DISCO_ITEMS, move |req| {
             let s = s.clone();
             async move {
-                let from = req.stanza.from.clone().ok_or_else(StanzaError::service_unavailable)?;
-                let owner = req.stanza.to.as_ref().unwrap_or(&from).to_bare();
-                disco_items(&s.request(&req.server, Service::Pep(owner), from), req.payload()).await
+                let (service, from) = pep_service(&req)?;
+                disco_items(&s.request(&req.server, service, from), req.payload()).await
             }
         });
         let domains: Vec<String> = ctx.services().iter().map(|s| s.domain.clone()).collect();
@@ -178,12 +177,19 @@ fn forget(state: &State, stanza: &Stanza) {
     }
 }
 
-/// An IQ to an account (or to one's own, without `to`): its PEP service.
-async fn pep_request(state: &State, req: IqRequest) -> IqResult {
+/// The PEP service an IQ to an account (or to one's own, without `to`)
+/// addresses, and the requester.
+fn pep_service(req: &IqRequest) -> Result<(Service, Jid), StanzaError> {
     let from = req.stanza.from.clone().ok_or_else(StanzaError::service_unavailable)?;
     let owner = req.stanza.to.as_ref().unwrap_or(&from).to_bare();
+    Ok((Service::Pep(owner), from))
+}
+
+/// A pubsub IQ to an account: its PEP service answers.
+async fn pep_request(state: &State, req: IqRequest) -> IqResult {
+    let (service, from) = pep_service(&req)?;
     let set = req.stanza.is_type("set");
-    let request = state.request(&req.server, Service::Pep(owner), from);
+    let request = state.request(&req.server, service, from);
     let payload = req.payload();
     if payload.is("pubsub", xns::PUBSUB) {
         request.handle_pubsub(payload, set).await
