@@ -409,6 +409,14 @@ async fn pubsub_service_nodes_subscriptions_and_owner_operations() {
     assert!(out.contains("type='result'"), "{out}");
     let (_, event) = bob.take_stanza("type='headline'").await.unwrap();
     assert!(event.contains("id='loud'"), "{event}");
+    // §8.2 and §7.1.2.2: with pubsub#deliver_payloads off, notifications carry the item id only.
+    let out = alice.request(&format!("<iq type='set' id='c2' to='{SVC}'><pubsub xmlns='{PUBSUB}#owner'><configure node='news'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#deliver_payloads'><value>0</value></field></x></configure></pubsub></iq>"), "c2").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let out = alice.request(&publish_news("p8", "bare"), "p8").await.unwrap();
+    assert!(out.contains("type='result'"), "{out}");
+    let (_, event) = bob.take_stanza("type='headline'").await.unwrap();
+    assert!(event.contains("id='bare'") && !event.contains("<entry"), "{event}");
+
     // §6.3.6.2: unknown options; §6.3.4.2: alice has no subscription to configure.
     let out =
         bob.request(&options("o4", &deliver("1").replace("pubsub#deliver", "pubsub#digest")), "o4").await.unwrap();
