@@ -107,7 +107,7 @@ impl Interests {
         }
         let known = self.known.get(&ver).map(|nodes| nodes.clone());
         match known {
-            Some(nodes) => send_last_items(server, &session, &nodes).await,
+            Some(nodes) => spawn_last_items(server.clone(), session, nodes),
             None => self.ask(server, session, &caps, ver),
         }
     }
@@ -182,7 +182,7 @@ impl Interests {
                 _ => false,
             };
             if current {
-                send_last_items(server, &session, &nodes).await;
+                spawn_last_items(server.clone(), session, nodes.clone());
             }
         }
         HookResult::Handled
@@ -193,6 +193,12 @@ impl Interests {
 fn verifies(info: &DiscoInfoResult, algo: &Algo, ver: &str) -> bool {
     let Ok(hash) = caps::hash_caps(&caps::compute_disco(info), algo.clone()) else { return false };
     base64::engine::general_purpose::STANDARD.encode(hash.hash) == ver
+}
+
+/// `send_last_items` in a task of its own: reading a big roster's nodes
+/// must not hold up the presence or answer being routed.
+fn spawn_last_items(server: Arc<Server>, session: FullJid, nodes: Arc<HashSet<String>>) {
+    tokio::spawn(async move { send_last_items(&server, &session, &nodes).await });
 }
 
 /// XEP-0163 §4.3.4: a session that (newly) wants some nodes gets the last
