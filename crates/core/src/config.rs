@@ -269,6 +269,7 @@ impl Default for ServerConfig {
                 "mam",
                 "push",
                 "muc",
+                "pubsub",
             ]
             .map(String::from)
             .to_vec(),
@@ -518,7 +519,11 @@ mod tests {
         let named = format!("{hosts}[[services]]\ndomain = \"files.a.example\"\nmodule = \"upload\"\n");
         assert_eq!(domains(&named), ["files.a.example"]);
         assert!(domains("[server]\nmodules = [\"disco\"]\n").is_empty(), "only for loaded modules");
-        assert_eq!(domains(""), ["upload.localhost", "conference.localhost"], "a server with no config file");
+        assert_eq!(
+            domains(""),
+            ["pubsub.localhost", "upload.localhost", "conference.localhost"],
+            "a server with no config file"
+        );
     }
 
     #[test]

@@ -203,9 +203,11 @@ pub struct Identity {
 #[derive(Default, Clone)]
 struct Registry {
     features: Vec<(&'static str, &'static str)>,
-    /// Features of every account's bare JID (XEP-0030 on `user@host`).
-    account_features: Vec<(&'static str, &'static str)>,
     identities: Vec<(&'static str, Identity)>,
+    /// What an account's disco#info shows besides `account/registered`
+    /// (services the server runs for each account, like XEP-0163 PEP).
+    account_features: Vec<(&'static str, &'static str)>,
+    account_identities: Vec<(&'static str, Identity)>,
     iq: HashMap<&'static str, Vec<IqEntry>>,
     /// Sorted by descending priority.
     hooks: Vec<(HookPoint, i32, &'static str, Step)>,
@@ -256,14 +258,18 @@ impl ModuleContext {
         self.registered.features.push((self.module, var));
     }
 
-    /// Adds a feature to the disco#info of every account's bare JID (what
-    /// the server does on an account's behalf: XEP-0313 archives, PEP).
+    pub fn add_identity(&mut self, category: &'static str, type_: &'static str, name: Option<&'static str>) {
+        self.registered.identities.push((self.module, Identity { category, type_, name }));
+    }
+
+    /// Adds a feature to every account's disco#info (XEP-0030 §3.1 for a bare JID).
     pub fn add_account_feature(&mut self, var: &'static str) {
         self.registered.account_features.push((self.module, var));
     }
 
-    pub fn add_identity(&mut self, category: &'static str, type_: &'static str, name: Option<&'static str>) {
-        self.registered.identities.push((self.module, Identity { category, type_, name }));
+    /// Adds an identity to every account's disco#info (XEP-0163's `pubsub/pep`).
+    pub fn add_account_identity(&mut self, category: &'static str, type_: &'static str, name: Option<&'static str>) {
+        self.registered.account_identities.push((self.module, Identity { category, type_, name }));
     }
 
     /// Handles IQs of `type_` (get or set) whose payload is in `namespace`.
@@ -430,8 +436,9 @@ impl ModuleRegistry {
             }
         }
         next.features.extend(new.features);
-        next.account_features.extend(new.account_features);
         next.identities.extend(new.identities);
+        next.account_features.extend(new.account_features);
+        next.account_identities.extend(new.account_identities);
         next.hooks.extend(new.hooks);
         next.stream_features.extend(new.stream_features);
         next.stream_feature_fns.extend(new.stream_feature_fns);
@@ -457,8 +464,9 @@ impl ModuleRegistry {
         loaded.remove(pos);
         let mut next = Registry::clone(&self.snapshot.load());
         next.features.retain(|(m, _)| *m != name);
-        next.account_features.retain(|(m, _)| *m != name);
         next.identities.retain(|(m, _)| *m != name);
+        next.account_features.retain(|(m, _)| *m != name);
+        next.account_identities.retain(|(m, _)| *m != name);
         next.iq.retain(|_, entries| {
             entries.retain(|e| e.module != name);
             !entries.is_empty()
@@ -486,13 +494,17 @@ impl ModuleRegistry {
         sorted_vars(&self.snapshot.load().features)
     }
 
-    /// The features of accounts' bare JIDs.
+    pub fn identities(&self) -> Vec<Identity> {
+        self.snapshot.load().identities.iter().map(|(_, i)| i.clone()).collect()
+    }
+
+    /// Features of every account's disco#info, sorted and deduplicated.
     pub fn account_features(&self) -> Vec<&'static str> {
         sorted_vars(&self.snapshot.load().account_features)
     }
 
-    pub fn identities(&self) -> Vec<Identity> {
-        self.snapshot.load().identities.iter().map(|(_, i)| i.clone()).collect()
+    pub fn account_identities(&self) -> Vec<Identity> {
+        self.snapshot.load().account_identities.iter().map(|(_, i)| i.clone()).collect()
     }
 
     pub(crate) fn iq_handler(&self, target: IqTarget, type_: IqType, namespace: &str) -> Option<IqHandler> {
@@ -572,6 +584,8 @@ mod tests {
             assert!(config.feature.is_none() || config.feature.as_deref() == Some("x"));
             ctx.add_feature("urn:example:probe");
             ctx.add_identity("client", "bot", None);
+            ctx.add_account_feature("urn:example:probe#account");
+            ctx.add_account_identity("pubsub", "pep", None);
             ctx.handle_iq(IqTarget::Host, IqType::Get, "urn:example:probe", |_| async { Ok(None) });
             ctx.hook(HookPoint::MessageUndeliverable, 10, |_, _| async { HookResult::Handled });
             ctx.add_disco_extension(Element::bare("x", "jabber:x:data"));
@@ -600,6 +614,8 @@ mod tests {
         registry.load::<Probe>(None).unwrap();
         assert_eq!(registry.features(), ["urn:example:probe"]);
         assert_eq!(registry.identities().len(), 1);
+        assert_eq!(registry.account_features(), ["urn:example:probe#account"]);
+        assert_eq!(registry.account_identities().len(), 1);
         assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_some());
         assert!(registry.iq_handler(IqTarget::Host, IqType::Set, "urn:example:probe").is_none());
         assert!(registry.iq_handler(IqTarget::Account, IqType::Get, "urn:example:probe").is_none());
@@ -621,6 +637,7 @@ mod tests {
         assert!(registry.unload("probe"));
         assert!(registry.features().is_empty());
         assert!(registry.identities().is_empty());
+        assert!(registry.account_features().is_empty() && registry.account_identities().is_empty());
         assert!(registry.iq_handler(IqTarget::Host, IqType::Get, "urn:example:probe").is_none());
         assert!(registry.hooks(HookPoint::MessageUndeliverable).is_none());
         assert!(registry.disco_extensions().is_empty());

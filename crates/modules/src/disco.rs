@@ -2,6 +2,7 @@
 //! whatever the loaded modules declared, with their XEP-0128 extension forms.
 
 use serde::Deserialize;
+use starling_core::module::Identity;
 use starling_core::module::{IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, ModuleRegistry};
 use starling_proto::xml::element;
@@ -78,11 +79,7 @@ async fn server_info(req: IqRequest) -> IqResult {
 pub fn server_info_query(modules: &ModuleRegistry) -> Element {
     let mut query = Element::bare("query", ns::DISCO_INFO);
     for identity in modules.identities() {
-        let mut attrs = vec![("category", identity.category), ("type", identity.type_)];
-        if let Some(name) = identity.name {
-            attrs.push(("name", name));
-        }
-        query.append_child(element("identity", ns::DISCO_INFO, &attrs));
+        query.append_child(identity_element(&identity));
     }
     for var in modules.features() {
         query.append_child(element("feature", ns::DISCO_INFO, &[("var", var)]));
@@ -93,8 +90,17 @@ pub fn server_info_query(modules: &ModuleRegistry) -> Element {
     query
 }
 
-/// XEP-0030 §3.1 for an account: `account/registered`, answered only to the
-/// account itself until rosters (presence subscriptions) exist.
+fn identity_element(identity: &Identity) -> Element {
+    let mut attrs = vec![("category", identity.category), ("type", identity.type_)];
+    if let Some(name) = identity.name {
+        attrs.push(("name", name));
+    }
+    element("identity", ns::DISCO_INFO, &attrs)
+}
+
+/// XEP-0030 §3.1 for an account: `account/registered` and what modules add
+/// for accounts (XEP-0163 PEP), answered only to the account itself until
+/// rosters (presence subscriptions) exist.
 async fn account_info(req: IqRequest) -> IqResult {
     let Some(from) = &req.stanza.from else {
         return Err(StanzaError::service_unavailable());
@@ -105,8 +111,14 @@ async fn account_info(req: IqRequest) -> IqResult {
     }
     let mut query = echo_node(&req, ns::DISCO_INFO);
     query.append_child(element("identity", ns::DISCO_INFO, &[("category", "account"), ("type", "registered")]));
-    query.append_child(element("feature", ns::DISCO_INFO, &[("var", ns::DISCO_INFO)]));
-    for var in req.server.modules.account_features() {
+    for identity in req.server.modules.account_identities() {
+        query.append_child(identity_element(&identity));
+    }
+    let mut features = req.server.modules.account_features();
+    features.push(ns::DISCO_INFO);
+    features.sort_unstable();
+    features.dedup();
+    for var in features {
         query.append_child(element("feature", ns::DISCO_INFO, &[("var", var)]));
     }
     Ok(Some(query))

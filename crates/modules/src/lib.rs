@@ -12,6 +12,7 @@ pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod private;
+pub mod pubsub;
 pub mod push;
 pub mod register;
 pub mod roster;
@@ -44,6 +45,7 @@ pub fn load(registry: &ModuleRegistry, name: &str, config: Option<toml::Value>) 
         mam::Mam::NAME => registry.load::<mam::Mam>(config),
         push::Push::NAME => registry.load::<push::Push>(config),
         muc::Muc::NAME => registry.load::<muc::Muc>(config),
+        pubsub::Pubsub::NAME => registry.load::<pubsub::Pubsub>(config),
         other => Err(ModuleError::Unknown(other.to_owned())),
     }
 }

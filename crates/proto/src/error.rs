@@ -69,6 +69,7 @@ conditions! {
     resource_constraint => Wait, "resource-constraint";
     service_unavailable => Cancel, "service-unavailable";
     undefined_condition => Cancel, "undefined-condition";
+    unexpected_request => Wait, "unexpected-request";
 }
 
 impl StanzaError {

@@ -54,7 +54,7 @@ async fn insert_credentials(
     Ok(())
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -175,6 +175,7 @@ impl AccountStore for SqlStore {
         sqlx::query("DELETE FROM subscription_requests WHERE contact = $1").bind(&jid).execute(&mut *tx).await?;
         // XEP-0313: the account's archive goes with it.
         sqlx::query("DELETE FROM archive WHERE archive = $1").bind(&jid).execute(&mut *tx).await?;
+        crate::pubsub::remove_account(&mut tx, &jid).await?;
         let done = sqlx::query("DELETE FROM accounts WHERE host = $1 AND username = $2")
             .bind(host)
             .bind(username)

@@ -9,6 +9,7 @@ mod account_data;
 mod accounts;
 mod archive;
 mod offline;
+mod pubsub;
 mod roster;
 mod sql;
 
@@ -16,13 +17,14 @@ pub use account_data::AccountDataStore;
 pub use accounts::AccountStore;
 pub use archive::{ArchiveFilter, ArchivePage, ArchiveStore, ArchivedMessage, NewArchived, PageFrom};
 pub use offline::{OfflineMessage, OfflineStore};
+pub use pubsub::{PubsubItem, PubsubStore, PubsubSubscription};
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use sql::{Dialect, SqlStore};
 
 /// Every kind of data the server keeps, as one object for the server to hold.
-pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore {}
+pub trait Store: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore + PubsubStore {}
 
-impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore> Store for T {}
+impl<T: AccountStore + RosterStore + OfflineStore + AccountDataStore + ArchiveStore + PubsubStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

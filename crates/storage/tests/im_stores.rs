@@ -14,7 +14,7 @@ use sqlx::Connection;
 use starling_sasl::{HashAlg, ScramCredentials};
 use starling_storage::{
     AccountDataStore, AccountStore, ArchiveFilter, ArchiveStore, NewArchived, OfflineMessage, OfflineStore, PageFrom,
-    RosterItem, RosterStore, SqlStore, Subscription,
+    PubsubItem, PubsubStore, PubsubSubscription, RosterItem, RosterStore, SqlStore, StoreError, Subscription,
 };
 use std::time::Duration;
 
@@ -154,6 +154,8 @@ on_both_engines!(
     removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it,
     archive_pages_both_ways_with_filters_and_search,
     archive_tombstones_expiry_and_removal,
+    pubsub_nodes_items_affiliations_and_subscriptions,
+    removing_an_account_removes_its_pep_nodes_and_its_pubsub_subscriptions,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -670,4 +672,102 @@ async fn archive_tombstones_expiry_and_removal(e: &Engine) {
     // XEP-0313: removing the account removes its archive.
     assert!(s.remove("example.com", "alice").await.unwrap());
     assert_eq!(s.archive_count(ALICE, &ArchiveFilter::default()).await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------- pubsub
+
+fn pubsub_item(id: &str, payload: &str) -> PubsubItem {
+    PubsubItem { id: id.into(), publisher: jid("alice"), payload: payload.into(), published_at: 1_700_000_000_000 }
+}
+
+fn pubsub_subscription(node: &str, who: &str) -> PubsubSubscription {
+    PubsubSubscription {
+        node: node.into(),
+        jid: who.into(),
+        subid: "s1".into(),
+        state: "subscribed".into(),
+        deliver: true,
+    }
+}
+
+/// XEP-0060 data of one service: a node with its configuration and owner
+/// (§8.1), items newest first and trimmed to the node's capacity (§7.1,
+/// §6.5.7), a republished id becoming the newest, retraction (§7.2), purge
+/// (§8.5), affiliations (§8.9), subscriptions (§6.1, §6.2), deletion (§8.4).
+async fn pubsub_nodes_items_affiliations_and_subscriptions(e: &Engine) {
+    let s = &e.store;
+    let svc = "pubsub.example.com";
+    s.create_pubsub_node(svc, "news", "{}", &jid("alice")).await.unwrap();
+    assert!(matches!(s.create_pubsub_node(svc, "news", "{}", &jid("bob")).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(s.pubsub_node(svc, "news").await.unwrap().as_deref(), Some("{}"));
+    s.configure_pubsub_node(svc, "news", "{\"max_items\":2}").await.unwrap();
+    assert_eq!(s.pubsub_node(svc, "news").await.unwrap().as_deref(), Some("{\"max_items\":2}"));
+    assert!(matches!(s.configure_pubsub_node(svc, "none", "{}").await, Err(StoreError::NotFound)));
+    assert_eq!(s.pubsub_affiliations(svc, "news").await.unwrap(), [(jid("alice"), "owner".to_owned())]);
+
+    for id in ["a", "b", "c"] {
+        s.publish_pubsub_item(svc, "news", &pubsub_item(id, &format!("<p>{id}</p>")), 2).await.unwrap();
+    }
+    let ids = |items: Vec<PubsubItem>| items.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.pubsub_items(svc, "news", 10).await.unwrap()), ["c", "b"], "the two newest");
+    s.publish_pubsub_item(svc, "news", &pubsub_item("b", "<p>b2</p>"), 2).await.unwrap();
+    assert_eq!(ids(s.pubsub_items(svc, "news", 10).await.unwrap()), ["b", "c"], "republished is newest");
+    assert_eq!(s.pubsub_item(svc, "news", "b").await.unwrap().unwrap().payload, "<p>b2</p>");
+    assert_eq!(ids(s.pubsub_items(svc, "news", 1).await.unwrap()), ["b"]);
+    assert!(s.retract_pubsub_item(svc, "news", "b").await.unwrap());
+    assert!(!s.retract_pubsub_item(svc, "news", "b").await.unwrap());
+    s.purge_pubsub_node(svc, "news").await.unwrap();
+    assert!(s.pubsub_items(svc, "news", 10).await.unwrap().is_empty());
+
+    s.set_pubsub_affiliation(svc, "news", &jid("bob"), Some("member")).await.unwrap();
+    s.set_pubsub_affiliation(svc, "news", &jid("bob"), Some("publisher")).await.unwrap();
+    assert_eq!(
+        s.pubsub_affiliations_of(svc, &jid("bob")).await.unwrap(),
+        [("news".to_owned(), "publisher".to_owned())]
+    );
+    s.set_pubsub_affiliation(svc, "news", &jid("bob"), None).await.unwrap();
+    assert!(s.pubsub_affiliations_of(svc, &jid("bob")).await.unwrap().is_empty());
+
+    s.set_pubsub_subscription(svc, &pubsub_subscription("news", &jid("carol"))).await.unwrap();
+    assert_eq!(s.pubsub_subscriptions(svc, "news").await.unwrap(), [pubsub_subscription("news", &jid("carol"))]);
+    assert_eq!(s.pubsub_subscriptions_of(svc, &jid("carol")).await.unwrap().len(), 1);
+    let paused = PubsubSubscription { deliver: false, ..pubsub_subscription("news", &jid("carol")) };
+    s.set_pubsub_subscription(svc, &paused).await.unwrap();
+    assert_eq!(s.pubsub_subscriptions(svc, "news").await.unwrap(), [paused]);
+    assert!(s.remove_pubsub_subscription(svc, "news", &jid("carol")).await.unwrap());
+    assert!(!s.remove_pubsub_subscription(svc, "news", &jid("carol")).await.unwrap());
+
+    s.create_pubsub_node(svc, "blog", "{}", &jid("bob")).await.unwrap();
+    assert_eq!(s.pubsub_nodes(svc).await.unwrap(), ["blog", "news"]);
+    s.publish_pubsub_item(svc, "news", &pubsub_item("x", "<p/>"), 2).await.unwrap();
+    assert!(s.delete_pubsub_node(svc, "news").await.unwrap());
+    assert!(!s.delete_pubsub_node(svc, "news").await.unwrap());
+    assert_eq!(s.pubsub_node(svc, "news").await.unwrap(), None);
+    assert!(s.pubsub_items(svc, "news", 10).await.unwrap().is_empty());
+    assert_eq!(s.pubsub_nodes(svc).await.unwrap(), ["blog"]);
+}
+
+/// XEP-0077 §3.2 with XEP-0163: the account's PEP service goes, and so do
+/// its subscriptions and affiliations on other services (by bare or full
+/// JID), while a similarly named account's stay.
+async fn removing_an_account_removes_its_pep_nodes_and_its_pubsub_subscriptions(e: &Engine) {
+    let s = &e.store;
+    s.create(HOST, "alice", &creds("pw")).await.unwrap();
+    let alice = jid("alice");
+    s.create_pubsub_node(&alice, "urn:xmpp:omemo:2:devices", "{}", &alice).await.unwrap();
+    s.publish_pubsub_item(&alice, "urn:xmpp:omemo:2:devices", &pubsub_item("current", "<devices/>"), 1).await.unwrap();
+    let bob = jid("bob");
+    s.create_pubsub_node(&bob, "urn:example:mood", "{}", &bob).await.unwrap();
+    s.set_pubsub_subscription(&bob, &pubsub_subscription("urn:example:mood", &alice)).await.unwrap();
+    s.set_pubsub_subscription(&bob, &pubsub_subscription("urn:example:mood", &format!("{alice}/desk"))).await.unwrap();
+    s.set_pubsub_subscription(&bob, &pubsub_subscription("urn:example:mood", "alice_x@example.com")).await.unwrap();
+    s.set_pubsub_affiliation(&bob, "urn:example:mood", &alice, Some("member")).await.unwrap();
+
+    assert!(s.remove(HOST, "alice").await.unwrap());
+    assert!(s.pubsub_nodes(&alice).await.unwrap().is_empty());
+    assert!(s.pubsub_items(&alice, "urn:xmpp:omemo:2:devices", 10).await.unwrap().is_empty());
+    let left: Vec<String> =
+        s.pubsub_subscriptions(&bob, "urn:example:mood").await.unwrap().into_iter().map(|s| s.jid).collect();
+    assert_eq!(left, ["alice_x@example.com"], "LIKE wildcards in the JID are escaped");
+    assert_eq!(s.pubsub_affiliations(&bob, "urn:example:mood").await.unwrap(), [(bob.clone(), "owner".to_owned())]);
 }
