@@ -256,3 +256,83 @@ async fn room_creation_is_limited_per_user() {
     let (_, refused) = alice.take_stanza("type='error'").await.unwrap();
     assert!(refused.contains("<not-allowed ") && refused.contains("at most 1 rooms"), "{refused}");
 }
+
+/// The next message (presence skipped) from `nick` in the room.
+async fn message_from(client: &mut XmlClient, nick: &str) -> String {
+    loop {
+        let (_, stanza) = client.take_stanza(&format!("from='{ROOM}/{nick}'")).await.unwrap();
+        if stanza.starts_with("<message") {
+            return stanza;
+        }
+    }
+}
+
+/// The room's stanza id on a message as delivered.
+fn room_stanza_id(message: &str) -> String {
+    let at = message.find(&format!("by='{ROOM}'")).unwrap_or_else(|| panic!("no room stanza id: {message}"));
+    let tag = &message[message[..at].rfind('<').unwrap()..];
+    tag.split(" id='").nth(1).unwrap().split('\'').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn moderators_and_authors_retract_messages() {
+    let server = server();
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    let mut bob = server.online("bob", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    join(&mut bob, "Bob", "").await;
+    bob.send(&say("buy cheap potions")).await.unwrap();
+    let spam = message_from(&mut alice, "Bob").await;
+    let spam_id = room_stanza_id(&spam);
+    bob.send(&say("oops typo")).await.unwrap();
+    let typo = message_from(&mut alice, "Bob").await;
+    let typo_id = room_stanza_id(&typo);
+
+    // XEP-0425 §3: a participant may not moderate.
+    let moderate = |id: &str, iq: &str| {
+        format!(
+            "<iq type='set' id='{iq}' to='{ROOM}'><moderate id='{id}' xmlns='urn:xmpp:message-moderate:1'>\
+             <retract xmlns='urn:xmpp:message-retract:1'/><reason>spam</reason></moderate></iq>"
+        )
+    };
+    let refused = bob.request(&moderate(&spam_id, "m1"), "m1").await.unwrap();
+    assert!(refused.contains("<forbidden "), "{refused}");
+    // §3.1: a moderator may; everyone gets the retraction from the room.
+    let done = alice.request(&moderate(&spam_id, "m2"), "m2").await.unwrap();
+    assert!(done.contains("type='result'"), "{done}");
+    let (_, notice) = bob.take_stanza(&format!("id='{spam_id}'")).await.unwrap();
+    assert!(notice.contains(&format!("by='{ROOM}/Alice'")) && notice.contains("spam"), "{notice}");
+    let missing = alice.request(&moderate("no-such-id", "m3"), "m3").await.unwrap();
+    assert!(missing.contains("<item-not-found "), "{missing}");
+
+    // XEP-0424: alice cannot retract bob's words; bob retracts his own typo.
+    alice
+        .send(&format!("<message to='{ROOM}' type='groupchat'><retract xmlns='urn:xmpp:message-retract:1' id='{typo_id}'/><body>/me retracted</body></message>"))
+        .await
+        .unwrap();
+    message_from(&mut alice, "Alice").await;
+    alice
+        .send(&format!("<iq type='set' id='mam0' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='r0'/></iq>"))
+        .await
+        .unwrap();
+    let (before, _) = alice.take_stanza("id='mam0'").await.unwrap();
+    assert!(before.contains("oops typo"), "not alice's to retract: {before}");
+    bob.send(&format!("<message to='{ROOM}' type='groupchat'><retract xmlns='urn:xmpp:message-retract:1' id='{typo_id}'/><body>/me retracted</body></message>"))
+        .await
+        .unwrap();
+    // (alice's message came before it and is consumed with it)
+    message_from(&mut bob, "Bob").await;
+
+    // §4: the archive holds tombstones, not the words.
+    bob.send(&format!("<iq type='set' id='mam' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='r'/></iq>"))
+        .await
+        .unwrap();
+    let (results, _) = bob.take_stanza("id='mam'").await.unwrap();
+    assert!(!results.contains("cheap potions") && !results.contains("oops typo"), "{results}");
+    assert_eq!(results.matches("<retracted ").count(), 2, "{results}");
+    assert!(results.contains("<moderated ") && results.contains("<occupant-id "), "{results}");
+    // And a newcomer's history does not show them either.
+    let mut carol = server.online("carol", "desk").await.unwrap();
+    let history = join(&mut carol, "Carol", "").await;
+    assert!(!history.contains("cheap potions") && !history.contains("oops typo"), "{history}");
+}

@@ -92,6 +92,9 @@ pub trait ArchiveStore: Send + Sync {
     /// else stanza id) is `id`: a retraction's tombstone. False when there
     /// is none.
     async fn archive_replace(&self, archive: &str, peer: &str, outgoing: bool, id: &str, stanza: &str) -> Result<bool>;
+    /// Replaces the stanza (and drops the body) of the message with this
+    /// stanza id: a moderator's tombstone (XEP-0425). False when there is none.
+    async fn archive_replace_by_id(&self, archive: &str, stanza_id: &str, stanza: &str) -> Result<bool>;
     /// Deletes a whole archive (account or room removed).
     async fn archive_remove(&self, archive: &str) -> Result<()>;
     /// Deletes every message older than `stamp`; returns how many.
@@ -274,6 +277,16 @@ impl ArchiveStore for SqlStore {
         .bind(stanza)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn archive_replace_by_id(&self, archive: &str, stanza_id: &str, stanza: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE archive SET stanza = $3, body = NULL WHERE archive = $1 AND stanza_id = $2")
+            .bind(archive)
+            .bind(stanza_id)
+            .bind(stanza)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 

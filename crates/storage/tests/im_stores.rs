@@ -661,6 +661,8 @@ async fn archive_tombstones_expiry_and_removal(e: &Engine) {
     assert!(s.archive_replace(ALICE, "bob@example.com", true, "origin6", "<tombstone/>").await.unwrap());
     assert!(!s.archive_replace(ALICE, "bob@example.com", true, "origin2", "<x/>").await.unwrap(), "received, not sent");
     assert!(!s.archive_replace(ALICE, "carol@example.com", true, "origin6", "<x/>").await.unwrap(), "another peer");
+    assert!(s.archive_replace_by_id(ALICE, "id2", "<moderated/>").await.unwrap(), "XEP-0425: by stanza id alone");
+    assert!(!s.archive_replace_by_id(ALICE, "origin2", "<x/>").await.unwrap(), "not by origin id");
     let six = ArchiveFilter { ids: vec!["id6".into()], ..ArchiveFilter::default() };
     let page = s.archive_page(ALICE, &six, PageFrom::After(None), 1).await.unwrap();
     assert_eq!(page.messages[0].stanza, "<tombstone/>");

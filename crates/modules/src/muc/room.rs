@@ -11,7 +11,7 @@ use hmac::Mac;
 use serde::{Deserialize, Serialize};
 use starling_core::module::IqRequest;
 use starling_core::Server;
-use starling_proto::minidom::{IntoAttributeValue, Node};
+use starling_proto::minidom::Node;
 use starling_proto::xml::{element, set_attr, text_element};
 use starling_proto::xmpp_parsers::data_forms::{DataForm, DataFormType};
 use starling_proto::xmpp_parsers::muc::muc::Muc;
@@ -26,6 +26,7 @@ const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 const NS_PING: &str = "urn:xmpp:ping";
+const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 
 /// What a room keeps across restarts when it is persistent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,8 +103,25 @@ fn role_rank(role: &Role) -> u8 {
     }
 }
 
-fn attr(value: impl IntoAttributeValue) -> String {
-    value.into_attribute_value().unwrap_or_default()
+/// The attribute value of an affiliation, "none" included (xmpp-parsers
+/// leaves a default value out of attributes).
+fn affiliation_name(affiliation: &Affiliation) -> &'static str {
+    match affiliation {
+        Affiliation::Owner => "owner",
+        Affiliation::Admin => "admin",
+        Affiliation::Member => "member",
+        Affiliation::Outcast => "outcast",
+        Affiliation::None => "none",
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Moderator => "moderator",
+        Role::Participant => "participant",
+        Role::Visitor => "visitor",
+        Role::None => "none",
+    }
 }
 
 impl Room {
@@ -241,7 +259,7 @@ impl Room {
         let mut item = element(
             "item",
             ns::MUC_USER,
-            &[("affiliation", &attr(affiliation)), ("role", &attr(occupant.role.clone()))],
+            &[("affiliation", affiliation_name(&affiliation)), ("role", role_name(&occupant.role))],
         );
         if self.state.config.whois_anyone || to.role == Role::Moderator {
             set_attr(&mut item, "jid", occupant.jid.to_string());
@@ -479,7 +497,109 @@ impl Room {
             self.state.subject = Some((self.occupants[index].nick.clone(), subject.clone()));
             self.persist().await;
         }
+        // XEP-0424 §5: the author retracts one of their messages: the room's
+        // archive keeps a tombstone, and the retraction goes out as sent.
+        if let Some(id) = stanza.el.get_child("retract", ns::RETRACT).and_then(|r| r.attr("id")).map(str::to_owned) {
+            let author = self.occupants[index].jid.to_bare();
+            self.retract_archived(&id, Retraction::ByAuthor(&author)).await;
+        }
         self.broadcast_message(stanza.el, index, subject.is_none() || has_body).await;
+    }
+
+    /// XEP-0425 §3: a moderator retracts a message by the room's stanza id.
+    async fn moderate(&mut self, from: &FullJid, payload: &Element) -> Result<(), StanzaError> {
+        let index = self.occupant(from).filter(|&i| self.occupants[i].role == Role::Moderator).ok_or_else(|| {
+            StanzaError::forbidden().with_text("Only moderators are allowed to moderate other participants' messages")
+        })?;
+        let id = payload.attr("id").ok_or_else(|| StanzaError::bad_request().with_text("which message?"))?.to_owned();
+        if !payload.has_child("retract", ns::RETRACT) {
+            return Err(StanzaError::feature_not_implemented().with_text("only retraction is supported"));
+        }
+        let reason = payload.get_child("reason", NS_MODERATE).map(Element::text);
+        let moderator = &self.occupants[index];
+        let mut moderated =
+            element("moderated", NS_MODERATE, &[("by", &self.occupant_jid(&moderator.nick).to_string())]);
+        moderated.append_child(self.occupant_id(&moderator.jid.to_bare()));
+        let by_moderator = Retraction::ByModerator { moderated: moderated.clone(), reason: reason.clone() };
+        if !self.retract_archived(&id, by_moderator).await {
+            return Err(StanzaError::item_not_found().with_text("no such message in the room's archive"));
+        }
+        let mut retract = element("retract", ns::RETRACT, &[("id", &id)]);
+        retract.append_child(moderated);
+        if let Some(reason) = reason {
+            retract.append_child(text_element("reason", ns::RETRACT, reason));
+        }
+        for to in &self.occupants {
+            let mut message = element(
+                "message",
+                ns::CLIENT,
+                &[("type", "groupchat"), ("from", self.jid.as_str()), ("to", &to.jid.to_string())],
+            );
+            message.append_child(retract.clone());
+            self.send(message).await;
+        }
+        Ok(())
+    }
+
+    /// Replaces the archived message `id` with a tombstone (XEP-0424 §6,
+    /// XEP-0425 §4), and takes it out of the history.
+    async fn retract_archived(&mut self, id: &str, by: Retraction<'_>) -> bool {
+        let filter = starling_storage::ArchiveFilter { ids: vec![id.to_owned()], ..Default::default() };
+        let page = self
+            .server
+            .store
+            .archive_page(self.jid.as_str(), &filter, starling_storage::PageFrom::After(None), 1)
+            .await;
+        let Some(original) =
+            page.ok().and_then(|p| p.messages.into_iter().next()).and_then(|m| m.stanza.parse::<Element>().ok())
+        else {
+            return false;
+        };
+        // The tombstone keeps who said it (address, occupant id), not what.
+        let mut tombstone = Element::bare("message", ns::CLIENT);
+        for attribute in ["type", "from", "to", "id"] {
+            if let Some(value) = original.attr(attribute) {
+                set_attr(&mut tombstone, attribute, value);
+            }
+        }
+        if let Some(occupant_id) = original.get_child("occupant-id", NS_OCCUPANT_ID) {
+            tombstone.append_child(occupant_id.clone());
+        }
+        let stamp = starling_proto::time::format_utc(
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            0,
+        );
+        let mut retracted = element("retracted", ns::RETRACT, &[("stamp", &stamp)]);
+        let replaced = match by {
+            Retraction::ByModerator { moderated, reason } => {
+                retracted.append_child(moderated);
+                if let Some(reason) = reason {
+                    retracted.append_child(text_element("reason", ns::RETRACT, reason));
+                }
+                tombstone.append_child(retracted);
+                self.server.store.archive_replace_by_id(self.jid.as_str(), id, &String::from(&tombstone)).await
+            }
+            // Only a message the author sent: the archive checks the sender.
+            Retraction::ByAuthor(author) => {
+                tombstone.append_child(retracted);
+                let xml = String::from(&tombstone);
+                self.server.store.archive_replace(self.jid.as_str(), author.as_str(), false, id, &xml).await
+            }
+        };
+        let replaced = replaced.unwrap_or_else(|e| {
+            tracing::error!(room = %self.jid, error = %e, "retraction not archived");
+            false
+        });
+        if replaced {
+            let room = self.jid.to_string();
+            self.history.retain(|entry| {
+                !entry
+                    .message
+                    .children()
+                    .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(&room) && c.attr("id") == Some(id))
+            });
+        }
+        replaced
     }
 
     /// §7.4: the message from room/nick to every occupant, with the room's
@@ -616,6 +736,7 @@ impl Room {
                 Ok(Some(query))
             }
             (Some(IqType::Set), NS_OWNER) => self.owner_set(from, payload).await.map(|()| None),
+            (Some(IqType::Set), NS_MODERATE) => self.moderate(from, payload).await.map(|()| None),
             (Some(_), ns::MAM) => {
                 // The archive is for those in the room or with an affiliation.
                 let affiliated = rank(&self.affiliation(&from.to_bare())) >= rank(&Affiliation::Member);
@@ -689,12 +810,12 @@ impl Room {
             if role != Role::Moderator {
                 return Err(StanzaError::forbidden());
             }
-            for o in self.occupants.iter().filter(|o| attr(o.role.clone()) == list) {
-                let aff = attr(self.affiliation(&o.jid.to_bare()));
+            for o in self.occupants.iter().filter(|o| role_name(&o.role) == list) {
+                let aff = affiliation_name(&self.affiliation(&o.jid.to_bare()));
                 answer.append_child(element(
                     "item",
                     NS_ADMIN,
-                    &[("affiliation", &aff), ("role", list), ("nick", &o.nick), ("jid", &o.jid.to_string())],
+                    &[("affiliation", aff), ("role", list), ("nick", &o.nick), ("jid", &o.jid.to_string())],
                 ));
             }
         } else {
@@ -756,7 +877,7 @@ impl Room {
                 }
                 match affiliation {
                     Affiliation::None => self.state.affiliations.remove(jid.as_str()),
-                    ref other => self.state.affiliations.insert(jid.to_string(), attr(other.clone())),
+                    ref other => self.state.affiliations.insert(jid.to_string(), affiliation_name(other).to_owned()),
                 };
                 self.persist().await;
                 self.affiliation_changed(&jid, &affiliation, reason.as_deref()).await;
@@ -852,6 +973,14 @@ impl Room {
         *self.public_name.lock().expect("room name lock") = None;
         Ok(())
     }
+}
+
+/// Who retracts an archived message.
+enum Retraction<'a> {
+    /// XEP-0424: the account that sent it.
+    ByAuthor(&'a BareJid),
+    /// XEP-0425: a moderator, with the `<moderated/>` element naming them.
+    ByModerator { moderated: Element, reason: Option<String> },
 }
 
 /// The client's presence without what the room adds (`<x/>` of MUC).
