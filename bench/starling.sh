@@ -13,7 +13,7 @@
 #      (to compare two builds back to back).
 # Phase "storm" (bench/storm/storm.py: XEP-0198 reconnect storm, STORM_N
 # clients, 5000) also runs on a fresh process; its JSON line goes to
-# $WORK/results/starling/storm.jsonl.
+# $WORK/results/starling/storm.jsonl. Phase "transports": see below.
 # Users user1..user20000 / benchpass on bench.local are imported once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,7 +54,7 @@ stop() {
 }
 
 cd "$WORK"
-main_phases="$(echo "$PHASES" | sed -e 's/idle_tls//' -e 's/storm//')"
+main_phases="$(echo "$PHASES" | sed -e 's/idle_tls//' -e 's/storm//' -e 's/transports//')"
 if [ -n "${main_phases// /}" ]; then
   start
   REPEAT="${REPEAT:-1}" PHASES="$main_phases" OUT=results/starling ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
@@ -72,6 +72,18 @@ case " $PHASES " in *" storm "*)
   python3 "$root/bench/storm/storm.py" --port 5224 --server-pid "$WORK/starling.pid" --label starling \
     -n "${STORM_N:-5000}" 2>> results/starling/storm.log | tee -a results/starling/storm.jsonl
   stop ;;
+esac
+# Phase "transports" (bench/transports/transports.py: idle KiB per WebSocket
+# connection and per BOSH session, chat CPU µs/msg over TCP and WebSocket):
+# each of its phases on a fresh process, TRANSPORTS_N idle clients (2000).
+case " $PHASES " in *" transports "*)
+  mkdir -p results/starling
+  for phase in idle_ws idle_bosh chat_tcp chat_ws; do
+    start
+    python3 "$root/bench/transports/transports.py" --server-pid "$WORK/starling.pid" --phases "$phase" \
+      -n "${TRANSPORTS_N:-2000}" 2>> results/starling/transports.log | tee -a results/starling/transports.jsonl
+    stop
+  done ;;
 esac
 [ -f results/starling/results.jsonl ] || exit 0
 python3 summarize.py results/starling/results.jsonl
