@@ -23,7 +23,9 @@ PHASES="${1:-idle login login_tls chat_rate chat_max}"
 mkdir -p "$WORK/data"
 # The shared tree is read-only: the harness runs from a copy.
 for f in run.sh summarize.py; do cp "$shared/$f" "$WORK/$f"; done
-if [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
+# The load generator, unless only the Python phases run.
+harness_phases="$(echo "$PHASES" | sed -e 's/storm//' -e 's/transports//')"
+if [ -n "${harness_phases// /}" ] && [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
   rm -rf "$WORK/xmppload" && cp -r "$shared/xmppload" "$WORK/xmppload"
   # Its own target dir: run.sh expects the binary under xmppload/target.
   (cd "$WORK/xmppload" && CARGO_TARGET_DIR="$WORK/xmppload/target" cargo build --release -q)
