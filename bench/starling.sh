@@ -14,7 +14,7 @@
 #      to load instead of the defaults.
 # Phase "storm" (bench/storm/storm.py: XEP-0198 reconnect storm, STORM_N
 # clients, 5000) also runs on a fresh process; its JSON line goes to
-# $WORK/results/starling/storm.jsonl.
+# $WORK/results/starling/storm.jsonl. Phase "transports": see below.
 # Users user1..user20000 / benchpass on bench.local are imported once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,7 +24,9 @@ PHASES="${1:-idle login login_tls chat_rate chat_max}"
 mkdir -p "$WORK/data"
 # The shared tree is read-only: the harness runs from a copy.
 for f in run.sh summarize.py; do cp "$shared/$f" "$WORK/$f"; done
-if [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
+# The load generator, unless only the Python phases run.
+harness_phases="$(echo "$PHASES" | sed -e 's/storm//' -e 's/transports//')"
+if [ -n "${harness_phases// /}" ] && [ ! -x "$WORK/xmppload/target/release/xmppload" ]; then
   rm -rf "$WORK/xmppload" && cp -r "$shared/xmppload" "$WORK/xmppload"
   # Its own target dir: run.sh expects the binary under xmppload/target.
   (cd "$WORK/xmppload" && CARGO_TARGET_DIR="$WORK/xmppload/target" cargo build --release -q)
@@ -60,7 +62,7 @@ stop() {
 }
 
 cd "$WORK"
-main_phases="$(echo "$PHASES" | sed -e 's/idle_tls//' -e 's/storm//')"
+main_phases="$(echo "$PHASES" | sed -e 's/idle_tls//' -e 's/storm//' -e 's/transports//')"
 if [ -n "${main_phases// /}" ]; then
   start
   REPEAT="${REPEAT:-1}" PHASES="$main_phases" OUT=results/starling ./run.sh starling 127.0.0.1 5224 bench.local "$WORK/starling.pid"
@@ -78,6 +80,18 @@ case " $PHASES " in *" storm "*)
   python3 "$root/bench/storm/storm.py" --port 5224 --server-pid "$WORK/starling.pid" --label starling \
     -n "${STORM_N:-5000}" 2>> results/starling/storm.log | tee -a results/starling/storm.jsonl
   stop ;;
+esac
+# Phase "transports" (bench/transports/transports.py: idle KiB per WebSocket
+# connection and per BOSH session, chat CPU µs/msg over TCP and WebSocket):
+# each of its phases on a fresh process, TRANSPORTS_N idle clients (2000).
+case " $PHASES " in *" transports "*)
+  mkdir -p results/starling
+  for phase in idle_ws idle_bosh chat_tcp chat_ws; do
+    start
+    python3 "$root/bench/transports/transports.py" --server-pid "$WORK/starling.pid" --phases "$phase" \
+      -n "${TRANSPORTS_N:-2000}" 2>> results/starling/transports.log | tee -a results/starling/transports.jsonl
+    stop
+  done ;;
 esac
 [ -f results/starling/results.jsonl ] || exit 0
 python3 summarize.py results/starling/results.jsonl

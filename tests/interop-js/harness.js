@@ -11,6 +11,10 @@ import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import { client } from "@xmpp/client";
+
+/** How long one step of a scenario (a login, a message) may take. */
+export const STEP = 20_000;
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = resolve(root, process.env.STARLING_BIN ?? "target/debug/starling");
@@ -102,6 +106,40 @@ export class Server {
     const exited = new Promise((ok) => this.proc.once("exit", (code) => ok(code)));
     this.proc.kill("SIGTERM");
     return exited;
+  }
+
+  /** `promise`, or a failure after `STEP` that shows the log's tail. */
+  within(promise, what) {
+    let timer;
+    const timeout = new Promise((_, fail) => {
+      timer = setTimeout(() => fail(new Error(`timed out: ${what}\n${this.logText().slice(-4000)}`)), STEP);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * An @xmpp/client for this server (TCP unless `options.service` says
+   * otherwise) whose `nextMessage()` resolves with the next message
+   * received that has a body (`pendingMessages()`: how many are queued).
+   */
+  client(options) {
+    // A debug build on a busy machine: xmpp.js's 2 s per step is too short.
+    const xmpp = client({ service: `xmpp://127.0.0.1:${this.port}`, domain: "localhost", timeout: STEP / 2, ...options });
+    xmpp.on("error", () => {});
+    const messages = [];
+    const waiting = [];
+    xmpp.on("stanza", (stanza) => {
+      if (!stanza.is("message") || !stanza.getChild("body")) return;
+      const next = waiting.shift();
+      if (next) next(stanza);
+      else messages.push(stanza);
+    });
+    xmpp.nextMessage = () => {
+      const queued = messages.shift();
+      return this.within(queued ? Promise.resolve(queued) : new Promise((ok) => waiting.push(ok)), "a message");
+    };
+    xmpp.pendingMessages = () => messages.length;
+    return xmpp;
   }
 
   cleanup() {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# xmpp.js (@xmpp/client from npm) scenarios against the built starling
+# xmpp.js (@xmpp/client) and converse.js (in Chromium, through
+# puppeteer-core) scenarios from npm against the built starling
 # binary: each test file starts its own server (temp dir, free ports).
-#   tests/interop-js/run.sh            Env: STARLING_BIN (default target/debug/starling)
+#   tests/interop-js/run.sh            Env: STARLING_BIN (default target/debug/starling),
+#                                      CHROMIUM (default /usr/bin/chromium)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

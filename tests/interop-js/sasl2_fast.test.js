@@ -4,13 +4,12 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { client, xml } from "@xmpp/client";
+import { xml } from "@xmpp/client";
 import { Server } from "./harness.js";
 
 // The test server's certificate is self-signed, made at its first start.
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 
-const STEP = 15_000;
 let server;
 
 before(async () => {
@@ -27,31 +26,8 @@ after(async (t) => {
   server.cleanup();
 });
 
-function within(promise, what) {
-  let timer;
-  const timeout = new Promise((_, fail) => {
-    timer = setTimeout(() => fail(new Error(`timed out: ${what}\n${server.logText().slice(-4000)}`)), STEP);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function connect(options) {
-  const xmpp = client({ service: `xmpp://127.0.0.1:${server.port}`, domain: "localhost", ...options });
-  xmpp.on("error", () => {});
-  const messages = [];
-  const waiting = [];
-  xmpp.on("stanza", (stanza) => {
-    if (!stanza.is("message") || !stanza.getChild("body")) return;
-    const next = waiting.shift();
-    if (next) next(stanza);
-    else messages.push(stanza);
-  });
-  xmpp.nextMessage = () => {
-    const queued = messages.shift();
-    return within(queued ? Promise.resolve(queued) : new Promise((ok) => waiting.push(ok)), "a message");
-  };
-  return xmpp;
-}
+const within = (promise, what) => server.within(promise, what);
+const connect = (options) => server.client(options);
 
 test("SASL2 + Bind 2 login issues a FAST token; the token alone logs in again", async () => {
   const userAgent = xml("user-agent", { id: "2f8b4e6a-0d33-4a5c-9f61-7d8c1e2b3a40" }, xml("software", {}, "xmpp.js test"));

@@ -116,9 +116,19 @@ fn handle_nonza<F: Framing>(conn: &mut Conn<F>, bound: &mut Bound, el: Element) 
     Ok(())
 }
 
-/// The post-authentication stream features of the stream-level handlers.
-pub(crate) fn stream_features() -> [Element; 2] {
-    [sm::feature(), csi::feature()]
+/// The post-authentication stream features of the stream-level handlers,
+/// for `session` if one is already bound (SASL2 with Bind 2). Stream
+/// management is not offered once it is on (enabled or resumed inline,
+/// XEP-0198 §7): enabling it again would fail (§3), and a client taking the
+/// offer would lose the session it has.
+pub(crate) fn stream_features(session: Option<&Bound>) -> Vec<Element> {
+    let sm_on = session.is_some_and(|bound| bound.sm.is_some());
+    let mut features = Vec::with_capacity(2);
+    if !sm_on {
+        features.push(sm::feature());
+    }
+    features.push(csi::feature());
+    features
 }
 
 impl<F: Framing> Conn<F> {

@@ -161,7 +161,8 @@ impl<F: Framing> Conn<F> {
             reply.append_child(token);
         }
         self.framing.queue(&reply);
-        let features = features::post_auth(&self.service.server, bound::stream_features(), session.is_none());
+        let features =
+            features::post_auth(&self.service.server, bound::stream_features(session.as_ref()), session.is_none());
         self.framing.queue(&features);
         if let Some(bound) = &mut session {
             self.replay(bound);

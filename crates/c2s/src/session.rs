@@ -255,7 +255,7 @@ impl<F: Framing> Conn<F> {
                 (username, None) => username,
             },
         };
-        let features = features::post_auth(&self.service.server, bound::stream_features(), true);
+        let features = features::post_auth(&self.service.server, bound::stream_features(None), true);
         self.send(&features).await?;
         self.bind_or_resume(&username).await
     }

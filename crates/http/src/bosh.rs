@@ -488,7 +488,8 @@ impl Framing for BoshFraming {
         };
         state.ended.get_or_insert(condition);
         state.pump(self.session.hold, self.session.window);
-        tracing::debug!(sid = %self.session.sid, "BOSH session ended");
+        // `live` lets tests and operators see abandoned sessions go.
+        tracing::debug!(sid = %self.session.sid, live = self.registry.sessions.len(), "BOSH session ended");
     }
 
     fn peer(&self) -> SocketAddr {

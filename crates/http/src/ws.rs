@@ -19,6 +19,10 @@ use std::time::Duration;
 pub(crate) const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 /// RFC 7395 §3.1.
 const SUBPROTOCOL: &str = "xmpp";
+/// Bytes read from the socket at a time. tungstenite's default buffer
+/// (128 KiB) is zeroed at the first read: 128 KiB of RSS per idle
+/// connection (`bench/transports`); larger messages still grow it.
+const READ_BUFFER: usize = 4096;
 
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
@@ -42,7 +46,8 @@ pub(crate) async fn upgrade(
         0 => None,
         secs => Some(Duration::from_secs(secs)),
     };
-    ws.protocols([SUBPROTOCOL]).max_message_size(max_message).max_frame_size(max_message).on_upgrade(move |socket| {
+    let ws = ws.protocols([SUBPROTOCOL]).read_buffer_size(READ_BUFFER);
+    ws.max_message_size(max_message).max_frame_size(max_message).on_upgrade(move |socket| {
         let token = shared.sessions.token();
         async move {
             let framing = WsFraming::new(socket, peer, state.secure, ping, &shared.service.server.config.limits);

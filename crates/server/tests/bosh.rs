@@ -3,6 +3,7 @@
 //! rules, termination, inactivity, and XEP-0156 discovery.
 
 use starling_testkit::{bosh_post, http_request, BoshClient, Script, TestServer, XmlClient, NS_HTTPBIND};
+use std::collections::HashSet;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
@@ -65,6 +66,14 @@ async fn request_ids_are_checked() {
     // XEP-0124 §14.3: a request sent again gets the same response again.
     let again = bosh_post(server.http_port, &first_request_again(&web)).await.unwrap();
     assert_eq!(again, first);
+    // §14.3: a rid already answered but no longer remembered (out of the
+    // window of `requests`) cannot be answered again: the session ends.
+    let mut old = bosh_bound(&server, 1).await;
+    old.sync("one").await.unwrap();
+    old.rid -= 4;
+    let stale = old.body("", "");
+    let refused = bosh_post(server.http_port, &stale).await.unwrap();
+    assert!(refused.contains("type='terminate'") && refused.contains("condition='item-not-found'"), "{refused}");
     // §14.1: a rid outside the window ends the session with item-not-found.
     web.rid += 5;
     let far = web.body("", "");
@@ -122,6 +131,39 @@ async fn inactive_sessions_are_reaped() {
     let poll = web.body("", "");
     let reply = bosh_post(server.http_port, &poll).await.unwrap();
     assert!(reply.contains("condition='item-not-found'"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_thousand_abandoned_sessions_are_all_reaped() {
+    const SESSIONS: usize = 1000;
+    let server = server("bosh_inactivity_secs = 1");
+    let mut bob = tcp_bob(&server).await;
+    let port = server.http_port;
+    // XEP-0124 §7.1: sessions created and never polled again, 50 at a time.
+    let mut sids = HashSet::new();
+    let mut creating = tokio::task::JoinSet::new();
+    for n in 0..SESSIONS {
+        creating.spawn(async move { BoshClient::create(port, "localhost", 1).await.map(|(client, _)| client.sid) });
+        if n % 50 == 49 {
+            while let Some(sid) = creating.join_next().await {
+                sids.insert(sid.unwrap().unwrap());
+            }
+        }
+    }
+    assert_eq!(sids.len(), SESSIONS, "distinct sids");
+    bob.sync("during").await.unwrap();
+    // §7.2 `inactivity`, §10: each is lost a second after its last
+    // response; the log counts them out (`live`: sessions left).
+    let ended = |log: &str| log.matches("BOSH session ended").count();
+    let log = server.log_until("every session reaped", |log| ended(log) == SESSIONS).await.unwrap();
+    assert!(log.lines().any(|line| line.contains("BOSH session ended") && line.ends_with("live=0")), "none left");
+    let sid = sids.iter().next().unwrap();
+    let gone = bosh_post(port, &format!("<body xmlns='{NS_HTTPBIND}' rid='1000001' sid='{sid}'/>")).await.unwrap();
+    assert!(gone.contains("condition='item-not-found'"), "{gone}");
+    // Other sessions were unharmed, and new ones work.
+    bob.sync("after").await.unwrap();
+    let mut web = bosh_bound(&server, 1).await;
+    web.sync("new").await.unwrap();
 }
 
 #[tokio::test]

@@ -68,9 +68,13 @@ async fn sasl2_with_bind2_binds_enables_and_issues_a_token_in_one_round_trip() {
     assert!(success.contains("<bound xmlns='urn:xmpp:bind:0'><enabled xmlns='urn:xmpp:sm:3'"), "{success}");
     let token = attr(&success, "token").expect("XEP-0484 §4.2: a token");
     assert!(attr(&success, "expiry").is_some_and(|e| e.ends_with('Z')), "{success}");
-    // XEP-0388 §2.6.1: features follow at once, without binding (no restart).
+    // XEP-0388 §2.6.1: features follow at once, without binding (no restart),
+    // and without stream management, which is on already (XEP-0198 §3:
+    // a client taking the offer would enable it twice; xmpp.js then
+    // dropped its session state).
     let features = c.expect("</stream:features>").await.unwrap();
     assert!(!features.contains("urn:ietf:params:xml:ns:xmpp-bind"), "{features}");
+    assert!(!features.contains("urn:xmpp:sm:3") && features.contains("urn:xmpp:csi:0"), "{features}");
     c.sync("bound").await.unwrap();
 
     // The same installation logs in again with the token: the same resource.
@@ -127,6 +131,7 @@ async fn sasl2_without_bind2_continues_with_resource_binding_and_resumes_inline(
     assert!(success.contains("<authorization-identifier>alice@localhost</authorization-identifier>"), "{success}");
     let features = c.expect("</stream:features>").await.unwrap();
     assert!(features.contains("urn:ietf:params:xml:ns:xmpp-bind"), "{features}");
+    assert!(features.contains("<sm xmlns='urn:xmpp:sm:3'/>"), "not on yet: offered {features}");
     c.bind("phone").await.unwrap();
     c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await.unwrap();
     let enabled = c.expect("/>").await.unwrap();
@@ -143,6 +148,8 @@ async fn sasl2_without_bind2_continues_with_resource_binding_and_resumes_inline(
     let success = c.expect("</success>").await.unwrap();
     assert!(success.contains("<resumed xmlns='urn:xmpp:sm:3'"), "{success}");
     assert!(success.contains("alice@localhost/phone"), "{success}");
+    let features = c.expect("</stream:features>").await.unwrap();
+    assert!(!features.contains("urn:xmpp:sm:3"), "resumed, so on: {features}");
     c.expect("id='m1'").await.unwrap();
     c.sync("resumed").await.unwrap();
 }

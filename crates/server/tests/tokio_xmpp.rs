@@ -270,7 +270,6 @@ fn body(m: &Message) -> Option<String> {
 /// Mechanisms named in the server's `authenticated` log lines for `jid`, in
 /// order (the server logs `authenticated peer=… jid=… mechanism=…` at info).
 fn logged_mechanisms(log: &str, jid: &str) -> Vec<String> {
-    let log = strip_ansi(log);
     let jid_text = format!("jid={jid}");
     let jid_json = format!("\"jid\":\"{jid}\"");
     log.lines()
@@ -285,34 +284,11 @@ fn logged_mechanisms(log: &str, jid: &str) -> Vec<String> {
         .collect()
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ params final-byte(@..~)
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The server's log line may trail the client's view by a moment.
 async fn wait_for_mechanisms(server: &TestServer, jid: &str, n: usize) -> Vec<String> {
-    for _ in 0..100 {
-        let m = logged_mechanisms(&server.log(), jid);
-        if m.len() >= n {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    logged_mechanisms(&server.log(), jid)
+    let what = format!("{n} logins of {jid}");
+    let log = server.log_until(&what, |log| logged_mechanisms(log, jid).len() >= n).await.unwrap();
+    logged_mechanisms(&log, jid)
 }
 
 /// A TLS-secured, stream-restarted connection from tokio-xmpp's STARTTLS

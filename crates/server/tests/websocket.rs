@@ -92,6 +92,23 @@ async fn oversized_message_is_a_policy_violation() {
 }
 
 #[tokio::test]
+async fn a_message_past_the_socket_limit_closes_only_its_connection() {
+    let server = server("[limits]\nmax_stanza_bytes = 10000\n");
+    let mut bob = tcp_bob(&server).await;
+    let mut other = ws_bound(&server, "other").await;
+    let mut ws = ws_bound(&server, "web").await;
+    // Far past the stanza limit (the socket takes up to twice it): the
+    // WebSocket layer drops the connection (RFC 6455 §7.4.1, 1009) before
+    // any XML is parsed.
+    let body = "x".repeat(40_000);
+    ws.send(&format!("<message to='bob@localhost'><body>{body}</body></message>")).await.unwrap();
+    let closed = ws.expect_closed().await.unwrap();
+    assert!(!closed.contains("<message"), "{closed}");
+    other.sync("unharmed").await.unwrap();
+    bob.sync("unharmed").await.unwrap();
+}
+
+#[tokio::test]
 async fn messages_that_are_not_one_element_are_not_well_formed() {
     let server = server("");
     let mut bob = tcp_bob(&server).await;
@@ -154,4 +171,28 @@ async fn a_websocket_session_resumes_over_tcp() {
     assert!(resumed.contains("<resumed"), "{resumed}");
     bob.send("<message to='alice@localhost/phone' type='chat' id='m3'><body>three</body></message>").await.unwrap();
     tcp.expect("id='m3'").await.unwrap();
+}
+
+#[tokio::test]
+async fn stream_management_errors_over_websocket_leave_the_session_alone() {
+    let server = server("");
+    let mut bob = tcp_bob(&server).await;
+    let (mut phone, id) = phone_with_sm(&server, &mut bob).await;
+    // XEP-0198 §5: a session of another account is not found for bob.
+    let mut thief = WsClient::connect(server.http_port, "localhost").await.unwrap();
+    thief.open().await.unwrap();
+    thief.auth_plain("bob", "secret").await.unwrap();
+    thief.send(&format!("<resume xmlns='{SM}' previd='{id}' h='0'/>")).await.unwrap();
+    let failed = thief.expect("</failed>").await.unwrap();
+    assert!(failed.contains("<item-not-found"), "{failed}");
+    assert_eq!(thief.bind("stolen").await.unwrap(), "bob@localhost/stolen");
+    phone.sync("still-mine").await.unwrap();
+    // XEP-0198 §4: acknowledging more than was sent (a message, a pong) is a
+    // stream error with <handled-count-too-high/> (§6); only that stream ends.
+    phone.send(&format!("<a xmlns='{SM}' h='5'/>")).await.unwrap();
+    let closed = phone.expect_closed().await.unwrap();
+    assert!(closed.contains("<undefined-condition"), "{closed}");
+    assert!(closed.contains(&format!("<handled-count-too-high xmlns='{SM}' h='5' send-count='2'/>")), "{closed}");
+    thief.sync("unharmed").await.unwrap();
+    bob.sync("unharmed").await.unwrap();
 }

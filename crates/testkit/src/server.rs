@@ -203,6 +203,8 @@ impl TestServer {
             .arg("--pidfile")
             .arg(self.pidfile())
             .env("RUST_LOG", "debug")
+            // Plain text: tests search the log.
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -224,6 +226,26 @@ impl TestServer {
     /// The server's log so far (debug level).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits (at most 30 s) until the server's log satisfies `done`, for
+    /// what only the log shows; returns the log.
+    pub async fn log_until(&self, what: &str, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return Ok(log);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                bail!(
+                    "timed out waiting for {what}; the server log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs `starling --config … ARGS` (the admin CLI) and returns stdout.
