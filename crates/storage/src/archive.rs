@@ -3,7 +3,7 @@
 //! delete by owner or age. One store for accounts' and rooms' archives: an
 //! archive is named by its owner's bare JID.
 
-use crate::{Dialect, Result, SqlStore};
+use crate::{Dialect, Result, SqlStore, StoreError};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -73,6 +73,7 @@ pub struct ArchivePage {
 
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
+    /// Appends a message; returns once it is committed (in a batch with others).
     async fn archive_append(&self, message: &NewArchived<'_>) -> Result<()>;
     /// The order of the message with this stanza id, if the archive has it.
     async fn archive_seq(&self, archive: &str, stanza_id: &str) -> Result<Option<i64>>;
@@ -99,6 +100,103 @@ pub trait ArchiveStore: Send + Sync {
     async fn archive_remove(&self, archive: &str) -> Result<()>;
     /// Deletes every message older than `stamp`; returns how many.
     async fn archive_expire(&self, stamp: i64) -> Result<u64>;
+}
+
+/// Appends waiting for the archive writer, and what each was told.
+type Pending = (Append, tokio::sync::oneshot::Sender<std::result::Result<(), String>>);
+
+/// Writes archive appends in batches: every append waits for the commit of
+/// its batch (archived before delivered), and the appends that arrive while
+/// one batch commits go into the next, so one commit (one fsync) serves many
+/// messages. One message a transaction, SQLite managed about 100 a second.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Most appends in one transaction.
+const BATCH: usize = 256;
+
+impl Writer {
+    fn start(pool: sqlx::AnyPool) -> Self {
+        let (queue, mut pending) = tokio::sync::mpsc::channel::<Pending>(4 * BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let result = insert(&pool, batch.iter().map(|(row, _)| row)).await.map_err(|e| {
+                    tracing::error!(error = %e, messages = batch.len(), "archive batch not written");
+                    e.to_string()
+                });
+                for (_, done) in batch {
+                    let _ = done.send(result.clone());
+                }
+            }
+        });
+        Writer { queue }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
+}
+
+/// An append, owned, for the writer task.
+#[derive(Debug)]
+struct Append {
+    archive: String,
+    stanza_id: String,
+    peer: String,
+    peer_resource: String,
+    origin_id: Option<String>,
+    outgoing: bool,
+    stamp: i64,
+    body: Option<String>,
+    stanza: String,
+}
+
+impl From<&NewArchived<'_>> for Append {
+    fn from(m: &NewArchived<'_>) -> Self {
+        Append {
+            archive: m.archive.to_owned(),
+            stanza_id: m.stanza_id.to_owned(),
+            peer: m.peer.to_owned(),
+            peer_resource: m.peer_resource.to_owned(),
+            origin_id: m.origin_id.map(str::to_owned),
+            outgoing: m.outgoing,
+            stamp: m.stamp,
+            body: m.body.map(str::to_owned),
+            stanza: m.stanza.to_owned(),
+        }
+    }
+}
+
+async fn insert(pool: &sqlx::AnyPool, rows: impl Iterator<Item = &Append>) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    for m in rows {
+        sqlx::query(
+            "INSERT INTO archive (archive, stanza_id, peer, peer_resource, origin_id, outgoing, stamp, body, stanza) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&m.archive)
+        .bind(&m.stanza_id)
+        .bind(&m.peer)
+        .bind(&m.peer_resource)
+        .bind(m.origin_id.as_deref())
+        .bind(i16::from(m.outgoing))
+        .bind(m.stamp)
+        .bind(m.body.as_deref())
+        .bind(&m.stanza)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A bind value of a query built at run time.
@@ -183,22 +281,10 @@ const COLUMNS: &str = "seq, stanza_id, stamp, stanza";
 #[async_trait]
 impl ArchiveStore for SqlStore {
     async fn archive_append(&self, m: &NewArchived<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO archive (archive, stanza_id, peer, peer_resource, origin_id, outgoing, stamp, body, stanza) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(m.archive)
-        .bind(m.stanza_id)
-        .bind(m.peer)
-        .bind(m.peer_resource)
-        .bind(m.origin_id)
-        .bind(i16::from(m.outgoing))
-        .bind(m.stamp)
-        .bind(m.body)
-        .bind(m.stanza)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let writer = self.archive_writer.get_or_init(|| Writer::start(self.pool.clone()));
+        writer.queue.send((Append::from(m), done)).await.map_err(|_| writer_gone())?;
+        committed.await.map_err(|_| writer_gone())?.map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))
     }
 
     async fn archive_seq(&self, archive: &str, stanza_id: &str) -> Result<Option<i64>> {

@@ -27,6 +27,8 @@ impl Dialect {
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     dialect: Dialect,
+    /// Archive appends, written in batches (`archive.rs`), made at first use.
+    pub(crate) archive_writer: std::sync::Arc<std::sync::OnceLock<crate::archive::Writer>>,
 }
 
 impl SqlStore {
@@ -49,7 +51,7 @@ impl SqlStore {
             // the file, so setting it once applies to every connection.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        let store = SqlStore { pool, dialect };
+        let store = SqlStore { pool, dialect, archive_writer: Default::default() };
         store.migrate().await?;
         Ok(store)
     }

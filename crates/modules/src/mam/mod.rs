@@ -11,7 +11,6 @@ pub(crate) mod query;
 
 use crate::store::{account, store_error};
 use base64::Engine;
-use prefs::Prefs;
 use rand::RngCore;
 use serde::Deserialize;
 use starling_core::module::{HookPoint, IqRequest, IqResult, IqTarget};
@@ -64,7 +63,8 @@ impl Module for Mam {
         ctx.add_account_feature(ns::MAM);
         ctx.add_account_feature(ns::MAM_EXTENDED);
         let config = Arc::new(config);
-        let archive = Arc::new(Archiver { config: config.clone() });
+        let cache = Arc::new(prefs::Cache::default());
+        let archive = Arc::new(Archiver { config: config.clone(), prefs: cache.clone() });
         let outgoing = archive.clone();
         ctx.filter(HookPoint::Outbound(StanzaKind::Message), FILTER_PRIORITY, move |server, stanza| {
             let archive = outgoing.clone();
@@ -75,9 +75,18 @@ impl Module for Mam {
             let archive = incoming.clone();
             async move { archive.incoming(&server, &stanza).await }
         });
-        let (get, set) = (config.clone(), config.clone());
+        let (get, set, set_cache) = (config.clone(), config.clone(), cache.clone());
         ctx.handle_iq(IqTarget::Account, IqType::Get, ns::MAM, move |req| get_request(req, get.clone()));
-        ctx.handle_iq(IqTarget::Account, IqType::Set, ns::MAM, move |req| set_request(req, set.clone()));
+        ctx.handle_iq(IqTarget::Account, IqType::Set, ns::MAM, move |req| {
+            set_request(req, set.clone(), set_cache.clone())
+        });
+        // Preferences are cached while the account is online.
+        ctx.hook(HookPoint::AccountOffline, 0, move |_, stanza| {
+            if let Some(from) = &stanza.from {
+                cache.forget(&from.to_bare());
+            }
+            async { starling_core::module::HookResult::Continue }
+        });
         if config.retention_days > 0 {
             ctx.hook(HookPoint::SessionAvailable, -100, move |server, _| {
                 expire_once_a_day(server, Duration::from_secs(config.retention_days * 86_400));
@@ -99,11 +108,15 @@ async fn get_request(req: IqRequest, config: Arc<MamConfig>) -> IqResult {
     }
 }
 
-async fn set_request(req: IqRequest, config: Arc<MamConfig>) -> IqResult {
+async fn set_request(req: IqRequest, config: Arc<MamConfig>, cache: Arc<prefs::Cache>) -> IqResult {
     let owner = own_archive(&req)?;
     match req.payload().name() {
         "query" => query::run(&req, &owner, &config).await,
-        "prefs" => prefs::set(&req, &owner).await.map(Some),
+        "prefs" => {
+            let answer = prefs::set(&req, &owner).await.map(Some);
+            cache.forget(&owner);
+            answer
+        }
         _ => Err(StanzaError::bad_request()),
     }
 }
@@ -119,6 +132,7 @@ fn own_archive(req: &IqRequest) -> Result<BareJid, StanzaError> {
 
 struct Archiver {
     config: Arc<MamConfig>,
+    prefs: Arc<prefs::Cache>,
 }
 
 impl Archiver {
@@ -161,7 +175,7 @@ impl Archiver {
     /// preferences allow, and stamps it with the archive's id.
     async fn archive(&self, server: &Arc<Server>, owner: &BareJid, peer: &Jid, outgoing: bool, stanza: &mut Stanza) {
         let peer_bare = peer.to_bare();
-        match Prefs::load(server, owner, &self.config).await {
+        match self.prefs.get(server, owner, &self.config).await {
             Ok(prefs) if prefs.archives(server, owner, &peer_bare).await => {}
             Ok(_) => return,
             Err(e) => return tracing::warn!(error = %e, %owner, "archive preferences unavailable; not archiving"),

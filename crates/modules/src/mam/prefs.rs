@@ -27,6 +27,28 @@ pub enum DefaultMode {
 
 pub struct Prefs(PrefsPayload);
 
+/// Each account's preferences, read once per message otherwise: kept while
+/// the account is online (dropped when it goes offline or sets new ones).
+#[derive(Default)]
+pub struct Cache(dashmap::DashMap<BareJid, Arc<Prefs>>);
+
+impl Cache {
+    pub async fn get(&self, server: &Server, owner: &BareJid, config: &MamConfig) -> Result<Arc<Prefs>, StoreError> {
+        if let Some(prefs) = self.0.get(owner) {
+            return Ok(prefs.clone());
+        }
+        let prefs = Arc::new(Prefs::load(server, owner, config).await?);
+        if server.router.is_online(owner) {
+            self.0.insert(owner.clone(), prefs.clone());
+        }
+        Ok(prefs)
+    }
+
+    pub fn forget(&self, owner: &BareJid) {
+        self.0.remove(owner);
+    }
+}
+
 impl Prefs {
     pub async fn load(server: &Server, owner: &BareJid, config: &MamConfig) -> Result<Prefs, StoreError> {
         let (host, user) = account(owner);
