@@ -600,8 +600,14 @@ impl ClientService {
             // While it hibernates the session is bound but not attached (XEP-0357 pushes go out).
             let jid = bound.handle.jid.clone();
             server.router.set_flag(&jid, HIBERNATING, true);
-            let held: Vec<Element> = bound.sm.iter().flat_map(|sm| &sm.unacked).map(|el| (**el).clone()).collect();
-            for el in held.into_iter().filter(|el| el.name() == "message") {
+            let held: Vec<Element> = bound
+                .sm
+                .iter()
+                .flat_map(|sm| &sm.unacked)
+                .filter(|el| el.name() == "message")
+                .map(|el| (**el).clone())
+                .collect();
+            for el in held {
                 if let Ok(stanza) = Stanza::from_element(el, ns::CLIENT) {
                     server.run_hooks(HookPoint::HeldForHibernated, &mut Arc::new(stanza)).await;
                 }

@@ -62,6 +62,9 @@ struct Occupant {
     role: Role,
     /// The occupant's last presence, without our `<x/>`s.
     presence: Element,
+    /// Its XEP-0421 `<occupant-id/>`, made once at join (it goes on every
+    /// presence and message it causes).
+    occupant_id: Element,
     /// Messages sent in the current minute, for the rate limit.
     sent: (Instant, u32),
 }
@@ -277,7 +280,7 @@ impl Room {
             x.append_child(status.into());
         }
         presence.append_child(x);
-        presence.append_child(self.occupant_id(&occupant.jid.to_bare()));
+        presence.append_child(occupant.occupant_id.clone());
         presence
     }
 
@@ -370,6 +373,7 @@ impl Room {
             jid: from,
             role,
             presence: client_presence(&stanza.el),
+            occupant_id: self.occupant_id(&bare),
             sent: (Instant::now(), 0),
         });
         let index = self.occupants.len() - 1;
@@ -519,7 +523,7 @@ impl Room {
         let moderator = &self.occupants[index];
         let mut moderated =
             element("moderated", NS_MODERATE, &[("by", &self.occupant_jid(&moderator.nick).to_string())]);
-        moderated.append_child(self.occupant_id(&moderator.jid.to_bare()));
+        moderated.append_child(moderator.occupant_id.clone());
         let by_moderator = Retraction::ByModerator { moderated: moderated.clone(), reason: reason.clone() };
         if !self.retract_archived(&id, by_moderator).await {
             return Err(StanzaError::item_not_found().with_text("no such message in the room's archive"));
@@ -617,7 +621,7 @@ impl Room {
             }
         }
         set_attr(&mut el, "from", self.occupant_jid(&nick).to_string());
-        el.append_child(self.occupant_id(&real));
+        el.append_child(self.occupants[index].occupant_id.clone());
         if record && self.state.config.archiving {
             let id = self.archive(&el, &real).await;
             if let Some(id) = id {
@@ -630,10 +634,12 @@ impl Room {
                 self.history.pop_front();
             }
         }
+        // The envelope is read once; each copy only gets its `to`.
+        let Ok(message) = Stanza::from_element(el, ns::CLIENT) else { return };
         for to in &self.occupants {
-            let mut copy = el.clone();
-            set_attr(&mut copy, "to", to.jid.to_string());
-            self.send(copy).await;
+            let mut copy = message.clone();
+            copy.set_to(to.jid.clone().into());
+            self.server.deliver(copy).await;
         }
     }
 
