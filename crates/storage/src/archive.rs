@@ -129,7 +129,8 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                let result = insert(&pool, batch.iter().map(|(row, _)| row)).await.map_err(|e| {
+                let rows: Vec<&Append> = batch.iter().map(|(row, _)| row).collect();
+                let result = insert(&pool, &rows).await.map_err(|e| {
                     tracing::error!(error = %e, messages = batch.len(), "archive batch not written");
                     e.to_string()
                 });
@@ -176,27 +177,61 @@ impl From<&NewArchived<'_>> for Append {
     }
 }
 
-async fn insert(pool: &sqlx::AnyPool, rows: impl Iterator<Item = &Append>) -> Result<()> {
+/// Columns of one archived row, in the order `insert` binds them.
+const INSERTED_COLUMNS: usize = 9;
+
+/// Inserts in chunks of power-of-two sizes (at most 9 distinct statements,
+/// so the prepared-statement cache keeps them), each chunk one multi-row
+/// statement: SQLite's FTS5 flushes its pending terms at every statement,
+/// so one statement per row made the full-text index most of a batch's cost.
+async fn insert(pool: &sqlx::AnyPool, rows: &[&Append]) -> Result<()> {
     let mut tx = pool.begin().await?;
-    for m in rows {
-        sqlx::query(
-            "INSERT INTO archive (archive, stanza_id, peer, peer_resource, origin_id, outgoing, stamp, body, stanza) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&m.archive)
-        .bind(&m.stanza_id)
-        .bind(&m.peer)
-        .bind(&m.peer_resource)
-        .bind(m.origin_id.as_deref())
-        .bind(i16::from(m.outgoing))
-        .bind(m.stamp)
-        .bind(m.body.as_deref())
-        .bind(&m.stanza)
-        .execute(&mut *tx)
-        .await?;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let chunk_len = 1 << rest.len().ilog2();
+        let (chunk, tail) = rest.split_at(chunk_len);
+        rest = tail;
+        let mut query = sqlx::query(insert_statement(chunk_len));
+        for m in chunk {
+            query = query
+                .bind(&m.archive)
+                .bind(&m.stanza_id)
+                .bind(&m.peer)
+                .bind(&m.peer_resource)
+                .bind(m.origin_id.as_deref())
+                .bind(i16::from(m.outgoing))
+                .bind(m.stamp)
+                .bind(m.body.as_deref())
+                .bind(&m.stanza);
+        }
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// `INSERT … VALUES ($1, …, $9), ($10, …)` for `rows` rows, made once per size.
+fn insert_statement(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        (0..=BATCH.ilog2())
+            .map(|size| {
+                let tuples: Vec<String> = (0..1usize << size)
+                    .map(|row| {
+                        let params: Vec<String> =
+                            (1..=INSERTED_COLUMNS).map(|c| format!("${}", row * INSERTED_COLUMNS + c)).collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO archive (archive, stanza_id, peer, peer_resource, origin_id, outgoing, stamp, body, stanza) \
+                     VALUES {}",
+                    tuples.join(", ")
+                )
+            })
+            .collect()
+    });
+    &statements[rows.ilog2() as usize]
 }
 
 /// A bind value of a query built at run time.

@@ -44,6 +44,21 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Per connection: statement journals (every insert
+                        // that fires the full-text trigger) stay in memory
+                        // instead of temporary files, and a page cache of
+                        // 16 MiB (default 2 MiB) keeps an archive's indexes
+                        // from being re-read from the file on every batch.
+                        sqlx::raw_sql("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         if dialect == Dialect::Sqlite {
