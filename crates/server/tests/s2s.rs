@@ -48,12 +48,15 @@ fn toml_path(path: &Path) -> String {
 }
 
 /// A server for `domain` with the user `user`, on `port`, reaching `peer`
-/// (at `peer_port`) without DNS.
+/// and its rooms (at `peer_port`) without DNS.
 fn server(domain: &str, user: &str, port: u16, peer: &str, peer_port: u16, s2s: &str, extra: &str) -> TestServer {
     TestServer::builder(BIN)
         .domain(domain)
         .s2s_port(port)
-        .s2s(&format!("hosts = {{ \"{peer}\" = \"127.0.0.1:{peer_port}\" }}\n{s2s}"))
+        // The peer's rooms are served by the same process.
+        .s2s(&format!(
+            "hosts = {{ \"{peer}\" = \"127.0.0.1:{peer_port}\", \"conference.{peer}\" = \"127.0.0.1:{peer_port}\" }}\n{s2s}"
+        ))
         .config(extra)
         .with_users(&[(user, PASSWORD)])
         .expect("server starts")
@@ -127,13 +130,29 @@ async fn federate(a: &TestServer, b: &TestServer) {
         .await
         .unwrap();
     assert!(error.contains("type='error'") && error.contains("service-unavailable"), "{error}");
+
+    // XEP-0045: Bob joins a room on a.test (its service domain federates too).
+    let muc = "<x xmlns='http://jabber.org/protocol/muc'/>";
+    alice.send(&format!("<presence to='tea@conference.a.test/Alice'>{muc}</presence>")).await.unwrap();
+    alice.expect("<subject").await.unwrap();
+    bob.send(&format!("<presence to='tea@conference.a.test/Bob'>{muc}</presence>")).await.unwrap();
+    let joined = bob.expect("<subject").await.unwrap();
+    assert!(joined.contains("from='tea@conference.a.test/Alice'"), "{joined}");
+    alice.expect("from='tea@conference.a.test/Bob'").await.unwrap();
+    bob.send("<message to='tea@conference.a.test' type='groupchat' id='g1'><body>from b in the room</body></message>")
+        .await
+        .unwrap();
+    let (_, message) = alice.take_stanza("from='tea@conference.a.test/Bob'").await.unwrap();
+    assert!(message.contains("from b in the room"), "{message}");
+    let (_, echo) = bob.take_stanza("id='g1'").await.unwrap();
+    assert!(echo.contains("from b in the room"), "{echo}");
 }
 
 #[tokio::test]
 async fn certificates_valid_for_both_domains_authenticate_with_sasl_external() {
     let certs = Certs::new();
     let s2s = format!("ca_file = {}\n", toml_path(&certs.root()));
-    let (a, b) = pair(&s2s, &certs.config_for(A, &[A]), &s2s, &certs.config_for(B, &[B]));
+    let (a, b) = pair(&s2s, &certs.config_for(A, &[A, "*.a.test"]), &s2s, &certs.config_for(B, &[B, "*.b.test"]));
     federate(&a, &b).await;
     for server in [&a, &b] {
         let log = server.log();
@@ -144,7 +163,8 @@ async fn certificates_valid_for_both_domains_authenticate_with_sasl_external() {
 
 #[tokio::test]
 async fn self_signed_certificates_authenticate_with_dialback_where_allowed() {
-    let (a, b) = pair("insecure_domains = [\"b.test\"]\n", "", "insecure_domains = [\"a.test\"]\n", "");
+    let (a, b) =
+        pair("insecure_domains = [\"b.test\"]\n", "", "insecure_domains = [\"a.test\", \"conference.a.test\"]\n", "");
     federate(&a, &b).await;
     for server in [&a, &b] {
         let log = server.log();

@@ -101,7 +101,10 @@ storage = "internal"
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = {secure}
-test_s2s_hosts = {{ ["{STARLING_DOMAIN}"] = {{ "127.0.0.1", {starling_s2s_port} }} }}
+test_s2s_hosts = {{
+  ["{STARLING_DOMAIN}"] = {{ "127.0.0.1", {starling_s2s_port} }},
+  ["conference.{STARLING_DOMAIN}"] = {{ "127.0.0.1", {starling_s2s_port} }},
+}}
 ssl = {{ cafile = "{ca}" }}
 VirtualHost "{PROSODY_DOMAIN}"
   ssl = {{ certificate = "{crt}", key = "{key}", cafile = "{ca}" }}
@@ -209,6 +212,20 @@ async fn federate(starling: &TestServer, prosody: &Prosody) {
         .unwrap();
     let (_, message) = alice.take_stanza("id='m2'").await.unwrap();
     assert!(message.contains("from='bob@p.test/desk'") && message.contains("hello from prosody"), "{message}");
+
+    // Bob joins a room on Starling (XEP-0045) and talks in it.
+    let muc = "<x xmlns='http://jabber.org/protocol/muc'/>";
+    alice.send(&format!("<presence to='tea@conference.a.test/Alice'>{muc}</presence>")).await.unwrap();
+    alice.expect("<subject").await.unwrap();
+    bob.send(&format!("<presence to='tea@conference.a.test/Bob'>{muc}</presence>")).await.unwrap();
+    let joined = bob.expect("<subject").await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
+    assert!(joined.contains("from='tea@conference.a.test/Alice'"), "{joined}");
+    alice.expect("from='tea@conference.a.test/Bob'").await.unwrap();
+    bob.send("<message to='tea@conference.a.test' type='groupchat' id='g1'><body>prosody in the room</body></message>")
+        .await
+        .unwrap();
+    let (_, message) = alice.take_stanza("from='tea@conference.a.test/Bob'").await.unwrap();
+    assert!(message.contains("prosody in the room"), "{message}");
 }
 
 fn starling(s2s_port: u16, prosody_port: u16, s2s: &str, extra: &str) -> TestServer {
