@@ -243,8 +243,12 @@ async fn serve(s2s: &S2s, stream: &mut XmlStream, rx: &mut mpsc::Receiver<Elemen
                     let Ok(el) = rx.try_recv() else { break };
                     stream.queue(&move_namespace(el, ns::CLIENT, ns::SERVER));
                 }
-                if let Err(end) = stream.flush().await {
-                    return end;
+                // A peer that stops reading must not hold the link (and
+                // its queue) forever: it gets the handshake time to take a batch.
+                match tokio::time::timeout(s2s.handshake_timeout(), stream.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(end)) => return end,
+                    Err(_) => return End::Gone,
                 }
                 timer.as_mut().reset(Instant::now() + idle);
             }

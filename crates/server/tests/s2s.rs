@@ -305,3 +305,19 @@ async fn a_peer_is_held_to_the_domains_it_proved() {
     let after = bob.barrier().await.unwrap();
     assert!(!after.contains("id='e2'"), "{after}");
 }
+
+#[tokio::test]
+async fn with_federation_off_remote_addresses_bounce() {
+    let a = TestServer::builder(BIN).domain(A).s2s("enabled = false").with_users(&[("alice", PASSWORD)]).unwrap();
+    let mut alice = a.online("alice", "phone").await.unwrap();
+    alice.send("<message to='bob@b.test' type='chat' id='o1'><body>hi</body></message>").await.unwrap();
+    let (_, error) = alice.take_stanza("id='o1'").await.unwrap();
+    assert!(error.contains("<remote-server-not-found"), "{error}");
+    // RFC 6121 §3.1.1: the request fails before the roster changes.
+    alice.send("<presence to='bob@b.test' type='subscribe' id='o2'/>").await.unwrap();
+    let (before, error) = alice.take_stanza("id='o2'").await.unwrap();
+    assert!(error.contains("<remote-server-not-found"), "{error}");
+    assert!(!before.contains("jabber:iq:roster"), "no roster push: {before}");
+    // Nothing listens for servers.
+    assert!(!a.log().contains("listening for servers"), "{}", a.log());
+}

@@ -4,6 +4,7 @@
 
 use super::cache::{account, store_error, Rosters};
 use super::items::{item_element, push};
+use starling_core::domains::DomainKind;
 use starling_core::module::HookResult;
 use starling_core::Server;
 use starling_proto::xml::set_attr;
@@ -68,6 +69,11 @@ pub(super) async fn outbound(rosters: &Rosters, server: &Arc<Server>, stanza: Ar
     let type_ = stanza.type_.clone().unwrap_or_default();
     if user == contact {
         server.bounce(&stanza, StanzaError::bad_request().with_text("an account is always subscribed to itself"));
+        return HookResult::Handled;
+    }
+    if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote && server.domains.remote().is_none() {
+        // Federation is off (RFC 6120 §10.4.2): nothing to change in the roster.
+        server.bounce(&stanza, StanzaError::remote_server_not_found());
         return HookResult::Handled;
     }
     if let Err(err) = outbound_transition(rosters, server, &stanza, &type_, &user, &contact).await {
