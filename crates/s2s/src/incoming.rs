@@ -157,6 +157,7 @@ impl Incoming {
             !self.sasl_done
                 && auth.attr("mechanism") == Some("EXTERNAL")
                 && (self.stream.is_tls() || !self.s2s.config.require_encryption)
+                && !self.s2s.is_local(from)
                 && self.peer_certificate_valid(from)
         });
         // RFC 6120 §6.4.6: an authorization identity, if given, must be the
@@ -208,7 +209,8 @@ impl Incoming {
             return self.stream.flush().await;
         }
         let secure = self.stream.is_tls() || !self.s2s.config.require_encryption;
-        let valid = if !secure || self.s2s.is_denied(from) {
+        // Nobody else speaks for our own domains.
+        let valid = if !secure || self.s2s.is_denied(from) || self.s2s.is_local(from) {
             false
         } else if self.peer_certificate_valid(from) {
             true
