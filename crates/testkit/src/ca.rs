@@ -4,9 +4,11 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
@@ -25,6 +27,7 @@ impl TestCa {
         params.distinguished_name.push(DnType::CommonName, "Starling test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut params)?;
         let key = KeyPair::generate()?;
         let pem = params.self_signed(&key)?.pem();
         Ok(TestCa { issuer: Issuer::new(params, key), pem })
@@ -52,6 +55,7 @@ impl TestCa {
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, names.first().map_or(name, String::as_str));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        set_validity(&mut params)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         std::fs::create_dir_all(dir)?;
@@ -60,4 +64,15 @@ impl TestCa {
         std::fs::write(&issued.key, key.serialize_pem())?;
         Ok(issued)
     }
+}
+
+/// About a year on either side of now. rcgen's default validity ends in
+/// 4096, past what some peers can schedule an expiry timer for (ejabberd's
+/// certificate checker crashes on it).
+fn set_validity(params: &mut CertificateParams) -> anyhow::Result<()> {
+    let year = 1970 + SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() / 31_556_952;
+    let year = i32::try_from(year)?;
+    params.not_before = date_time_ymd(year - 1, 1, 1);
+    params.not_after = date_time_ymd(year + 1, 12, 31);
+    Ok(())
 }
