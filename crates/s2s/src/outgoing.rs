@@ -122,17 +122,30 @@ async fn exchange_headers(stream: &mut XmlStream, local: &str, remote: &str) -> 
 
 /// Opens an authenticated stream from `local` to `remote`.
 async fn connect(s2s: &S2s, local: &str, remote: &str) -> Result<XmlStream, Failure> {
+    match authenticate(s2s, local, remote, true).await? {
+        Some(stream) => Ok(stream),
+        // Some peers (ejabberd) offer EXTERNAL whatever our certificate, and
+        // take nothing else on a stream where it failed: dialback on a new one.
+        None => authenticate(s2s, local, remote, false).await?.ok_or_else(|| not_found("authentication failed")),
+    }
+}
+
+/// One attempt; `None` when SASL EXTERNAL failed and the peer offers
+/// dialback too (only when `try_external`).
+async fn authenticate(s2s: &S2s, local: &str, remote: &str, try_external: bool) -> Result<Option<XmlStream>, Failure> {
     let Opened { mut stream, header, features } = open(s2s, local, remote).await?;
     let peer_valid = stream.is_tls() && s2s.tls.valid_for(stream.peer_certificates(), remote);
     if !peer_valid && !s2s.dialback_allowed(remote) {
         let end = stream_error_text("policy-violation", "certificate not valid");
         return Err(failed(stream, end, format!("the certificate of {remote} is not valid")));
     }
-    // XEP-0178: offered only when the peer found our certificate valid.
+    let dialback = features.get_child("dialback", NS_DIALBACK_FEATURE).is_some();
+    // XEP-0178 §3: offered when the peer found our certificate valid
+    // (though not every peer waits for that).
     let external = features
         .get_child("mechanisms", ns::SASL)
         .is_some_and(|m| m.children().any(|c| c.is("mechanism", ns::SASL) && c.text() == "EXTERNAL"));
-    if external {
+    if external && try_external {
         let authzid = base64::engine::general_purpose::STANDARD.encode(local);
         let mut auth = element("auth", ns::SASL, &[("mechanism", "EXTERNAL")]);
         auth.append_text(authzid);
@@ -141,15 +154,20 @@ async fn connect(s2s: &S2s, local: &str, remote: &str) -> Result<XmlStream, Fail
             Ok(el) if el.is("success", ns::SASL) => {
                 stream.restart();
                 return match exchange_headers(&mut stream, local, remote).await {
-                    Ok(_) => Ok(stream),
+                    Ok(_) => Ok(Some(stream)),
                     Err(end) => Err(failed(stream, end, "stream restart failed")),
                 };
             }
-            Ok(el) => tracing::debug!(%remote, answer = el.name(), "SASL EXTERNAL refused; trying dialback"),
+            Ok(_) if dialback => {
+                tracing::debug!(%remote, "SASL EXTERNAL refused; dialback on a new stream");
+                stream.close(End::Done, local).await;
+                return Ok(None);
+            }
+            Ok(_) => return Err(failed(stream, End::Done, format!("{remote} refused our certificate"))),
             Err(end) => return Err(failed(stream, end, "SASL EXTERNAL failed")),
         }
     }
-    if features.get_child("dialback", NS_DIALBACK_FEATURE).is_none() {
+    if !dialback {
         return Err(failed(stream, stream_error("not-authorized"), format!("cannot authenticate to {remote}")));
     }
     // XEP-0220 §2.1.1: the key proves to the receiving server, which asks
@@ -165,7 +183,7 @@ async fn connect(s2s: &S2s, local: &str, remote: &str) -> Result<XmlStream, Fail
         match stream.next_element().await {
             Ok(el) if el.is("result", NS_DIALBACK) => {
                 return match el.attr("type") {
-                    Some("valid") => Ok(stream),
+                    Some("valid") => Ok(Some(stream)),
                     _ => Err(failed(stream, End::Done, format!("{remote} refused our dialback key"))),
                 };
             }
