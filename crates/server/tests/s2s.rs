@@ -58,7 +58,7 @@ fn server(domain: &str, user: &str, port: u16, peer: &str, peer_port: u16, s2s: 
             "hosts = {{ \"{peer}\" = \"127.0.0.1:{peer_port}\", \"conference.{peer}\" = \"127.0.0.1:{peer_port}\" }}\n{s2s}"
         ))
         .config(extra)
-        .with_users(&[(user, PASSWORD)])
+        .with_users(&[(user, PASSWORD), ("carol", PASSWORD)])
         .expect("server starts")
 }
 
@@ -130,6 +130,25 @@ async fn federate(a: &TestServer, b: &TestServer) {
         .await
         .unwrap();
     assert!(error.contains("type='error'") && error.contains("service-unavailable"), "{error}");
+
+    // XEP-0054: a vCard is fetched from the other server.
+    let set = bob.request("<iq type='set' id='vs1'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>", "vs1").await;
+    assert!(set.unwrap().contains("type='result'"));
+    let vcard =
+        alice.request("<iq type='get' id='vc1' to='bob@b.test'><vCard xmlns='vcard-temp'/></iq>", "vc1").await.unwrap();
+    assert!(vcard.contains("type='result'") && vcard.contains("<FN>Bob</FN>"), "{vcard}");
+
+    // XEP-0160: a message from the other server to an offline account waits for it.
+    bob.send("<message to='carol@a.test' type='chat' id='off1'><body>for later</body></message>").await.unwrap();
+    // A barrier across: a.test answers the ping after it took the message
+    // (one stream from b.test, read in order).
+    let pong =
+        bob.request("<iq type='get' id='bp1' to='a.test'><ping xmlns='urn:xmpp:ping'/></iq>", "bp1").await.unwrap();
+    assert!(pong.contains("type='result'"), "{pong}");
+    let mut carol = a.login("carol", "phone").await.unwrap();
+    carol.send("<presence/>").await.unwrap();
+    let (_, stored) = carol.take_stanza("id='off1'").await.unwrap();
+    assert!(stored.contains("from='bob@b.test/desk'") && stored.contains("for later"), "{stored}");
 
     // XEP-0045: Bob joins a room on a.test (its service domain federates too).
     let muc = "<x xmlns='http://jabber.org/protocol/muc'/>";
