@@ -340,3 +340,18 @@ async fn with_federation_off_remote_addresses_bounce() {
     // Nothing listens for servers.
     assert!(!a.log().contains("listening for servers"), "{}", a.log());
 }
+
+/// RFC 6120 §13.12: a peer that floods a stanza past the limit is cut off
+/// while it is still sending it (the xmlstream limits of client streams).
+#[tokio::test]
+async fn an_oversized_stanza_ends_the_stream() {
+    let b = TestServer::builder(BIN).domain(B).s2s("require_encryption = false\n").start().unwrap();
+    let mut peer = tokio::net::TcpStream::connect(("127.0.0.1", b.s2s_port)).await.unwrap();
+    peer.write_all(format!("{SERVER_HEADER} from='evil.test' to='b.test'>").as_bytes()).await.unwrap();
+    read_until(&mut peer, "</stream:features>").await;
+    let flood = format!("<message from='x@evil.test' to='bob@b.test'><body>{}</body></message>", "a".repeat(300_000));
+    // The server may close before it has read it all.
+    let _ = peer.write_all(flood.as_bytes()).await;
+    let closing = read_until(&mut peer, "</stream:stream>").await;
+    assert!(closing.contains("<policy-violation"), "{closing}");
+}
