@@ -2,7 +2,7 @@
 //! authenticate our domain (SASL EXTERNAL, else dialback), then write what
 //! is queued for the pair until the stream has been idle for a while.
 
-use crate::stream::{stream_error, End, Flow, XmlStream, NS_DIALBACK, NS_DIALBACK_FEATURE};
+use crate::stream::{stream_error, stream_error_text, End, Flow, XmlStream, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use crate::{Permit, S2s};
 use base64::Engine;
 use starling_proto::xml::{element, move_namespace};
@@ -92,10 +92,6 @@ pub(crate) async fn open(s2s: &S2s, local: &str, remote: &str) -> Result<Opened,
             return Err(failed(stream, end, "TLS failed"));
         }
     }
-}
-
-fn stream_error_text(condition: &'static str, text: &str) -> End {
-    crate::stream::stream_error_text(condition, text)
 }
 
 async fn flush_and_next(stream: &mut XmlStream) -> Flow<Element> {
