@@ -193,7 +193,33 @@ impl XmlStream {
     }
 
     pub fn queue(&mut self, el: &Element) {
-        write_element(el, &mut self.write_buf);
+        if el.has_ns(NS_DIALBACK) {
+            self.queue_dialback(el);
+        } else {
+            write_element(el, &mut self.write_buf);
+        }
+    }
+
+    /// XEP-0220 elements, with the `db:` prefix our header declares: some
+    /// peers (ejabberd) know them by that prefixed name, not by namespace.
+    fn queue_dialback(&mut self, el: &Element) {
+        let out = &mut self.write_buf;
+        out.extend_from_slice(b"<db:");
+        out.extend_from_slice(el.name().as_bytes());
+        for name in ["from", "to", "id", "type"] {
+            if let Some(value) = el.attr(name) {
+                out.extend_from_slice(format!(" {name}='{}'", escape_attr(value)).as_bytes());
+            }
+        }
+        out.push(b'>');
+        // The key, or an error (XEP-0220 §2.4).
+        out.extend_from_slice(escape_attr(&el.text()).as_bytes());
+        for child in el.children() {
+            write_element(child, out);
+        }
+        out.extend_from_slice(b"</db:");
+        out.extend_from_slice(el.name().as_bytes());
+        out.push(b'>');
     }
 
     pub async fn flush(&mut self) -> Flow<()> {

@@ -286,8 +286,8 @@ async fn a_peer_is_held_to_the_domains_it_proved() {
         read_until(&mut tcp, "<stream:stream").await;
         let header = format!("{SERVER_HEADER} from='evil.test' id='auth1'><stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>");
         tcp.write_all(header.as_bytes()).await.unwrap();
-        let verify = read_until(&mut tcp, "</verify>").await;
-        let id = attr(&verify, "<verify", "id").to_owned();
+        let verify = read_until(&mut tcp, "</db:verify>").await;
+        let id = attr(&verify, "<db:verify", "id").to_owned();
         let answer = format!("<db:verify from='evil.test' to='b.test' id='{id}' type='valid'/>");
         tcp.write_all(answer.as_bytes()).await.unwrap();
         read_until(&mut tcp, "</stream:stream>").await;
@@ -297,7 +297,7 @@ async fn a_peer_is_held_to_the_domains_it_proved() {
     peer.write_all(format!("{SERVER_HEADER} from='evil.test' to='b.test'>").as_bytes()).await.unwrap();
     read_until(&mut peer, "</stream:features>").await;
     peer.write_all(b"<db:result from='evil.test' to='b.test'>any-key</db:result>").await.unwrap();
-    let result = read_tag(&mut peer, "result").await;
+    let result = read_tag(&mut peer, "db:result").await;
     assert!(result.contains("type='valid'"), "{result}");
     answering.await.unwrap();
 
@@ -312,7 +312,7 @@ async fn a_peer_is_held_to_the_domains_it_proved() {
 
     // Claiming a.test: a.test's server does not know the key.
     peer.write_all(b"<db:result from='a.test' to='b.test'>forged</db:result>").await.unwrap();
-    let result = read_tag(&mut peer, "result").await;
+    let result = read_tag(&mut peer, "db:result").await;
     assert!(result.contains("type='invalid'"), "{result}");
 
     // Sending from a.test anyway: the stream ends with invalid-from.
