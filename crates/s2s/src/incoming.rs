@@ -69,11 +69,16 @@ impl Incoming {
                 _ = tokio::time::sleep_until(deadline) => return Err(stream_error("connection-timeout")),
                 _ = starling_core::server::shutting_down(&mut shutdown) => return Err(stream_error("system-shutdown")),
             };
-            match event {
-                StreamEvent::Open(header) => self.on_header(header).await?,
-                StreamEvent::Stanza(el) => self.on_element(el).await?,
-                StreamEvent::Close => return Err(End::PeerClosed),
-            }
+            // The same deadline for what the event starts (a TLS handshake
+            // the peer stalls, a dialback check).
+            let handled = tokio::time::timeout_at(deadline, async {
+                match event {
+                    StreamEvent::Open(header) => self.on_header(header).await,
+                    StreamEvent::Stanza(el) => self.on_element(el).await,
+                    StreamEvent::Close => Err(End::PeerClosed),
+                }
+            });
+            handled.await.map_err(|_| stream_error("connection-timeout"))??;
             if !self.authenticated.is_empty() {
                 deadline = Instant::now() + self.s2s.idle_timeout();
             }
