@@ -171,12 +171,18 @@ async fn federate(a: &TestServer, b: &TestServer) {
 async fn certificates_valid_for_both_domains_authenticate_with_sasl_external() {
     let certs = Certs::new();
     let s2s = format!("ca_file = {}\n", toml_path(&certs.root()));
-    let (a, b) = pair(&s2s, &certs.config_for(A, &[A, "*.a.test"]), &s2s, &certs.config_for(B, &[B, "*.b.test"]));
+    let (mut a, mut b) =
+        pair(&s2s, &certs.config_for(A, &[A, "*.a.test"]), &s2s, &certs.config_for(B, &[B, "*.b.test"]));
     federate(&a, &b).await;
     for server in [&a, &b] {
         let log = server.log();
         assert!(log.contains("authenticated (SASL EXTERNAL)"), "{log}");
         assert!(!log.contains("authenticated (dialback)"), "{log}");
+    }
+    // Both shut down cleanly with their streams to each other open.
+    for server in [&mut a, &mut b] {
+        let status = server.terminate().unwrap();
+        assert!(status.success(), "{status}: {}", server.log());
     }
 }
 
