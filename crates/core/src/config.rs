@@ -115,6 +115,9 @@ pub struct S2sConfig {
     pub handshake_timeout_secs: u64,
     /// Seconds without traffic after which a stream is closed.
     pub idle_timeout_secs: u64,
+    /// Stanzas per second one incoming stream may send (a second's worth at
+    /// once); beyond, it is read more slowly. 0: no limit.
+    pub max_stanzas_per_second: u32,
 }
 
 /// One service domain (`[[services]]`): listed in its host's disco#items
@@ -357,6 +360,7 @@ impl Default for S2sConfig {
             queue: 256,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
+            max_stanzas_per_second: 1000,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and sends stanzas from those domains to ours. Our authoritative-server
 //! side of dialback (answering `<db:verify/>`) is here too.
 
+use crate::rate::Rate;
 use crate::stream::{stream_error, stream_error_text, End, Flow, XmlStream, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use crate::{dialback, Permit, S2s};
 use base64::Engine;
@@ -31,18 +32,24 @@ struct Incoming {
     authenticated: HashSet<String>,
     /// SASL succeeded: no second authentication on this stream.
     sasl_done: bool,
+    /// `s2s.max_stanzas_per_second`, when set.
+    rate: Option<Rate>,
 }
 
 pub(crate) async fn run(s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool, _permit: Permit) {
     let host = s2s.server.config.server.hosts[0].clone();
     let mut incoming = Incoming {
         stream: XmlStream::new(tcp, peer, s2s.limits.clone()),
-        s2s,
         local: host,
         peer_domain: None,
         id: String::new(),
         authenticated: HashSet::new(),
         sasl_done: false,
+        rate: match s2s.config.max_stanzas_per_second {
+            0 => None,
+            n => Some(Rate::new(n, std::time::Instant::now())),
+        },
+        s2s,
     };
     let end = incoming.serve(direct_tls).await.unwrap_err();
     if !incoming.authenticated.is_empty() {
@@ -272,6 +279,12 @@ impl Incoming {
             }
             (Some(_), Some(_)) => {}
             _ => return Err(stream_error("improper-addressing")),
+        }
+        if let Some(rate) = &mut self.rate {
+            let wait = rate.take(std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         self.s2s.server.deliver(stanza).await;
         Ok(())

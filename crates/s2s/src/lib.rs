@@ -15,6 +15,7 @@
 mod dialback;
 mod incoming;
 mod outgoing;
+mod rate;
 pub mod resolve;
 mod stream;
 pub mod tls;
