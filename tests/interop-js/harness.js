@@ -73,7 +73,9 @@ export class Server {
       this.config,
       `[server]\nhosts = ["localhost"]\ndata_dir = "${join(this.dir, "data")}"\n\n` +
         `[c2s]\nlisten = ["127.0.0.1:${this.port}"]\ndirect_tls_listen = ["127.0.0.1:${this.tlsPort}"]\n\n` +
-        `[http]\nlisten = ["127.0.0.1:${this.httpPort}"]\ntls_listen = []\n`,
+        `[http]\nlisten = ["127.0.0.1:${this.httpPort}"]\ntls_listen = []\n\n` +
+        // Federation's default port would collide between servers.
+        `[s2s]\nlisten = []\n`,
     );
     const { openSync } = await import("node:fs");
     const log = openSync(this.log, "a");

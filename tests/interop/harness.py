@@ -149,6 +149,8 @@ class Server:
             # No HTTP listeners: their default ports would collide between
             # servers running side by side.
             "\n[http]\nlisten = []\ntls_listen = []\n"
+            # Federation's default port would collide between servers too.
+            "\n[s2s]\nlisten = []\n"
             "\n[component]\n"
             f'listen = ["127.0.0.1:{self.component_port}"]\n'
             + "".join(f'\n[[services]]\ndomain = "{d}"\nsecret = "{secret}"\n'

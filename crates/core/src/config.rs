@@ -18,6 +18,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The XEP-0114 listener for external components.
     pub component: ComponentListenConfig,
+    /// Federation: streams to and from other servers (RFC 6120, `jabber:server`).
+    pub s2s: S2sConfig,
     /// Service domains `[[services]]`, each served by a module or by an
     /// external component.
     pub services: Vec<ServiceConfig>,
@@ -75,6 +77,47 @@ pub struct ComponentListenConfig {
     /// Ports external components (XEP-0114, `jabber:component:accept`)
     /// connect to; only opened when a service has a `secret`.
     pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Federation on: stanzas to other domains go to their servers. Off,
+    /// they bounce with `remote-server-not-found` and nothing listens.
+    pub enabled: bool,
+    /// Listeners for other servers' streams (STARTTLS).
+    pub listen: Vec<SocketAddr>,
+    /// Listeners with TLS from the first byte (XEP-0368), ALPN `xmpp-server`.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Refuse streams (both ways) that do not negotiate TLS.
+    pub require_encryption: bool,
+    /// Only peers whose certificate is valid for their domain are
+    /// accepted, outgoing and incoming, except those in `insecure_domains`
+    /// (which may then authenticate with dialback, XEP-0220). False lets
+    /// every peer use dialback.
+    pub require_valid_certificates: bool,
+    /// Domains that may authenticate with dialback without a valid certificate.
+    pub insecure_domains: Vec<String>,
+    /// Domains never federated with, either way.
+    pub deny: Vec<String>,
+    /// PEM file of CA certificates trusted for peers' certificates, instead
+    /// of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Where to connect for a domain instead of DNS (`"peer.example" =
+    /// "192.0.2.1:5269"`).
+    pub hosts: BTreeMap<String, SocketAddr>,
+    /// Streams to and from other servers at once; more are refused.
+    pub max_connections: usize,
+    /// Stanzas queued for one remote domain (while its stream is being set
+    /// up or written) before new ones bounce.
+    pub queue: usize,
+    /// Seconds from connecting to an authenticated stream, both ways.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without traffic after which a stream is closed.
+    pub idle_timeout_secs: u64,
+    /// Stanzas per second one incoming stream may send (a second's worth at
+    /// once); beyond, it is read more slowly. 0: no limit.
+    pub max_stanzas_per_second: u32,
 }
 
 /// One service domain (`[[services]]`): listed in its host's disco#items
@@ -301,6 +344,27 @@ impl Default for ComponentListenConfig {
     }
 }
 
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: true,
+            listen: vec!["0.0.0.0:5269".parse().expect("valid literal")],
+            direct_tls_listen: Vec::new(),
+            require_encryption: true,
+            require_valid_certificates: true,
+            insecure_domains: Vec::new(),
+            deny: Vec::new(),
+            ca_file: None,
+            hosts: BTreeMap::new(),
+            max_connections: 1000,
+            queue: 256,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            max_stanzas_per_second: 1000,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -435,6 +499,9 @@ impl Config {
             return invalid("c2s.listen", "no listener configured");
         }
         self.validate_services()?;
+        if self.s2s.queue == 0 || self.s2s.max_connections == 0 || self.s2s.handshake_timeout_secs == 0 {
+            return invalid("s2s", "queue, max_connections and handshake_timeout_secs must be at least 1");
+        }
         if self.http.bosh_max_wait_secs == 0 || self.http.bosh_inactivity_secs == 0 {
             return invalid("http", "bosh_max_wait_secs and bosh_inactivity_secs must be at least 1");
         }
@@ -535,6 +602,7 @@ mod tests {
         assert_eq!(format!("{:?}", example.c2s), format!("{:?}", defaults.c2s));
         assert_eq!(format!("{:?}", example.component), format!("{:?}", defaults.component));
         assert_eq!(format!("{:?}", example.http), format!("{:?}", defaults.http));
+        assert_eq!(format!("{:?}", example.s2s), format!("{:?}", defaults.s2s));
         assert_eq!(example.server.modules, defaults.server.modules);
     }
 

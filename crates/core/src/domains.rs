@@ -1,22 +1,22 @@
 //! The domain routing table (RFC 6120 §10.4): for each domain, who takes the
 //! stanzas addressed to it or to any address at it (`room@domain/nick`).
 //! The hosts and service domains come from the config; external components
-//! attach their link when they authenticate and detach it when they leave.
+//! attach their link when they authenticate and detach it when they leave;
+//! every other domain goes to the federation route (s2s) once one is set.
 
 use crate::config::{Config, ServiceKind};
 use crate::router::{try_queue, DeliveryError, Outbound};
 use crate::Server;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
-use starling_proto::{Element, Stanza};
+use starling_proto::{Element, Stanza, StanzaError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 /// What kind of domain an address is at: for modules that decide by it
-/// (only local contacts have sessions to look at, remote ones are skipped
-/// until federation exists).
+/// (only local contacts have sessions to look at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainKind {
     /// One of `server.hosts`: accounts live here.
@@ -41,9 +41,18 @@ pub enum Route {
     Service(Option<ServiceHandler>),
     /// An external component; `None` while it is not connected.
     Component(Option<ComponentLink>),
-    /// Another server. Federation is not there yet: stanzas bounce with
-    /// `remote-server-not-found`; an s2s connection will be this variant's payload.
-    Remote,
+    /// Another server, through the federation route; `None` when federation
+    /// is off (stanzas bounce with `remote-server-not-found`).
+    Remote(Option<Arc<dyn RemoteRoute>>),
+}
+
+/// Where stanzas to other servers go: the s2s crate registers one with
+/// [`DomainTable::set_remote`], so the core does not depend on it.
+pub trait RemoteRoute: Send + Sync {
+    /// Queues `stanza` (from one of our domains) for the server of its `to`
+    /// domain without waiting. A stanza that cannot be queued comes back
+    /// with the error its sender gets (boxed: the happy path stays small).
+    fn send(&self, stanza: Stanza) -> Result<(), Box<(Stanza, StanzaError)>>;
 }
 
 /// The authenticated stream of an external component, as the rest of the
@@ -87,6 +96,13 @@ pub struct DomainTable {
     by_domain: HashMap<String, usize>,
     components: DashMap<String, ComponentLink>,
     next_link: AtomicU64,
+    remote: OnceLock<Arc<dyn RemoteRoute>>,
+}
+
+impl std::fmt::Debug for dyn RemoteRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteRoute")
+    }
 }
 
 impl DomainTable {
@@ -112,6 +128,7 @@ impl DomainTable {
             by_domain,
             components: DashMap::new(),
             next_link: AtomicU64::new(0),
+            remote: OnceLock::new(),
         }
     }
 
@@ -165,6 +182,18 @@ impl DomainTable {
 
     pub fn component(&self, domain: &str) -> Option<ComponentLink> {
         self.components.get(domain).map(|l| l.clone())
+    }
+
+    /// Sets the route to other servers (once, at start).
+    pub fn set_remote(&self, route: Arc<dyn RemoteRoute>) {
+        if self.remote.set(route).is_err() {
+            tracing::warn!("a second federation route was not set");
+        }
+    }
+
+    /// The route to other servers, if federation is on.
+    pub fn remote(&self) -> Option<Arc<dyn RemoteRoute>> {
+        self.remote.get().cloned()
     }
 }
 

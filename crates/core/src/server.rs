@@ -96,7 +96,7 @@ impl Server {
             DomainKind::Host => Route::Host,
             DomainKind::Service => Route::Service(self.modules.service_handler(domain)),
             DomainKind::Component => Route::Component(self.domains.component(domain)),
-            DomainKind::Remote => Route::Remote,
+            DomainKind::Remote => Route::Remote(self.domains.remote()),
         }
     }
 
@@ -189,8 +189,14 @@ impl Server {
             Route::Service(None) | Route::Component(None) => {
                 return self.bounce(&stanza, StanzaError::service_unavailable())
             }
-            // Federation is not there yet: RFC 6120 §10.4.2.
-            Route::Remote => return self.bounce(&stanza, StanzaError::remote_server_not_found()),
+            Route::Remote(Some(remote)) => {
+                if let Err(failed) = remote.send(Arc::unwrap_or_clone(stanza)) {
+                    self.bounce(&failed.0, failed.1);
+                }
+                return;
+            }
+            // Federation is off: RFC 6120 §10.4.2.
+            Route::Remote(None) => return self.bounce(&stanza, StanzaError::remote_server_not_found()),
         }
         let addressed = match (to.node().is_some(), to.resource().is_some()) {
             (false, false) => Addressed::Host,
@@ -399,7 +405,7 @@ impl Server {
     }
 
     /// Sends a stanza error back to the sender of `stanza` (a local
-    /// session or a component).
+    /// session, a component or another server).
     pub fn bounce(&self, stanza: &Stanza, err: StanzaError) {
         if let Some(reply) = stanza.error_reply(&err) {
             self.send_to_local(reply);
@@ -407,11 +413,21 @@ impl Server {
     }
 
     /// Delivers a server-generated stanza to the local full JID in its
-    /// `to`, or to the component serving its domain.
+    /// `to`, to the component serving its domain, or to another server
+    /// (answers to what came from there). Nothing is bounced: these are
+    /// answers and errors already.
     pub fn send_to_local(&self, el: Element) {
         let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
+        if let (DomainKind::Remote, Some(remote)) = (self.domains.kind(to.domain().as_str()), self.domains.remote()) {
+            if let Ok(stanza) = Stanza::from_element(el, starling_proto::ns::CLIENT) {
+                if let Err(failed) = remote.send(stanza) {
+                    tracing::debug!(%to, error = %failed.1, "dropping server reply to another server");
+                }
+            }
+            return;
+        }
         if !self.domains.is_host(to.domain().as_str()) {
             if let Some(link) = self.domains.component(to.domain().as_str()) {
                 if let Err((e, _)) = link.queue(el) {

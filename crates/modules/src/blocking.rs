@@ -12,7 +12,6 @@
 use crate::store::{account, store_error};
 use dashmap::DashMap;
 use serde::Deserialize;
-use starling_core::domains::DomainKind;
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::{element, set_attr};
@@ -307,9 +306,6 @@ async fn presence_change(server: &Arc<Server>, owner: &BareJid, before: &List, a
     };
     for item in roster.iter().filter(|i| i.subscription.has_from()) {
         let Ok(contact) = Jid::new(&item.contact) else { continue };
-        if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote {
-            continue; // no federation yet
-        }
         let (was, is) = (matches(before, &contact), matches(after, &contact));
         let changed = if blocking { !was && is } else { was && !is };
         if !changed {

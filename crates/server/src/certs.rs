@@ -4,11 +4,12 @@
 use anyhow::Context;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use starling_c2s::{HostCertificate, TlsContext};
+use starling_c2s::HostCertificate;
 use starling_core::Config;
 use std::path::Path;
 
-pub fn tls_context(config: &Config) -> anyhow::Result<TlsContext> {
+/// The hosts' certificates, for client and server streams alike.
+pub fn load_certificates(config: &Config) -> anyhow::Result<Vec<HostCertificate>> {
     let mut certs = Vec::new();
     for host in &config.server.hosts {
         let (cert_path, key_path) = match config.tls.certificates.get(host) {
@@ -24,7 +25,7 @@ pub fn tls_context(config: &Config) -> anyhow::Result<TlsContext> {
         };
         certs.push(load(host, &cert_path, &key_path)?);
     }
-    TlsContext::new(certs)
+    Ok(certs)
 }
 
 fn load(host: &str, cert: &Path, key: &Path) -> anyhow::Result<HostCertificate> {

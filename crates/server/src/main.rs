@@ -101,7 +101,13 @@ fn redact(url: &str) -> String {
 
 async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let tls = Arc::new(certs::tls_context(&config)?);
+    let certificates = certs::load_certificates(&config)?;
+    // Federation: built before the client TLS context takes the certificates.
+    let s2s_tls = match config.s2s.enabled {
+        true => Some(starling_s2s::S2sTls::new(&certificates, &config.s2s)?),
+        false => None,
+    };
+    let tls = Arc::new(starling_c2s::TlsContext::new(certificates)?);
     let mut listeners = Vec::new();
     for (addrs, direct_tls) in [(&config.c2s.listen, false), (&config.c2s.direct_tls_listen, true)] {
         for addr in addrs {
@@ -119,6 +125,16 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             tracing::info!(%addr, "listening for components");
             component_listeners.push(listener);
+        }
+    }
+    let mut s2s_listeners = Vec::new();
+    if config.s2s.enabled {
+        for (addrs, direct_tls) in [(&config.s2s.listen, false), (&config.s2s.direct_tls_listen, true)] {
+            for addr in addrs {
+                let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+                tracing::info!(%addr, direct_tls, "listening for servers");
+                s2s_listeners.push(starling_s2s::S2sListener { tcp, direct_tls });
+            }
         }
     }
     let mut http_listeners = Vec::new();
@@ -146,12 +162,23 @@ async fn serve(config: Config, pidfile: Option<PathBuf>) -> anyhow::Result<()> {
     // The same service: SM resumption and auth throttling span transports.
     let serving_http = tokio::spawn(starling_http::serve(clients, tls, http_listeners));
     let components = tokio::spawn(starling_component::serve(server.clone(), component_listeners));
+    let federation = match s2s_tls {
+        Some(s2s_tls) => {
+            let s2s = starling_s2s::S2s::new(server.clone(), s2s_tls)?;
+            server.domains.set_remote(s2s.clone());
+            Some(tokio::spawn(starling_s2s::serve(s2s, s2s_listeners)))
+        }
+        None => None,
+    };
     wait_for_signal().await?;
     tracing::info!(sessions = server.router.session_count(), "shutting down");
     server.shutdown.send_replace(true);
     serving.await?;
     serving_http.await?;
     components.await?;
+    if let Some(federation) = federation {
+        federation.await?;
+    }
     store.close().await;
     if let Some(pidfile) = &pidfile {
         let _ = std::fs::remove_file(pidfile);

@@ -230,8 +230,9 @@ async fn stanza_errors_and_routing() {
     let out = alice.expect("</iq>").await.unwrap();
     assert!(out.contains("<service-unavailable "), "{out}");
 
-    // Remote domains: no federation yet (RFC 6120 §10.4).
-    alice.send("<message to='juliet@example.org' id='r1'><body>hi</body></message>").await.unwrap();
+    // A remote domain with no server (RFC 6120 §10.4.3; `.invalid` never
+    // resolves, RFC 6761 §6.4).
+    alice.send("<message to='juliet@example.invalid' id='r1'><body>hi</body></message>").await.unwrap();
     let out = alice.expect("</message>").await.unwrap();
     assert!(out.contains("<remote-server-not-found "), "{out}");
 

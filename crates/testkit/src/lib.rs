@@ -3,11 +3,13 @@
 //! for conversations in the spirit of Prosody's scansion tests (send this,
 //! expect that).
 
+mod ca;
 mod client;
 mod http;
 mod server;
 
+pub use ca::{IssuedCert, TestCa};
 pub use client::{Script, XmlClient};
 pub use http::{attr, bosh_post, http_request, BoshClient, HttpResponse, WsClient, NS_FRAMING, NS_HTTPBIND};
-pub use server::{TestServer, TestServerBuilder};
+pub use server::{free_port, TestServer, TestServerBuilder};
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;

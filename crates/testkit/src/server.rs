@@ -40,6 +40,8 @@ pub struct TestServer {
     pub http_port: u16,
     /// HTTPS port.
     pub https_port: u16,
+    /// Server-to-server (federation) port, on 127.0.0.1.
+    pub s2s_port: u16,
     /// The passwords `add_user` set, for [`login`](Self::login) and [`online`](Self::online).
     passwords: Mutex<HashMap<String, String>>,
 }
@@ -50,10 +52,14 @@ pub struct TestServerBuilder {
     extra_config: String,
     c2s_config: String,
     http_config: String,
+    s2s_config: String,
+    s2s_port: Option<u16>,
     require_encryption: bool,
 }
 
-fn free_port() -> u16 {
+/// A loopback port free right now (a test that must know a server's port
+/// before starting it, e.g. to point another server at it).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
@@ -93,6 +99,26 @@ impl TestServerBuilder {
         self
     }
 
+    /// The domain served (default `localhost`).
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_owned();
+        self
+    }
+
+    /// Extra `key = value` lines for the generated `[s2s]` section.
+    pub fn s2s(mut self, toml: &str) -> Self {
+        self.s2s_config.push_str(toml);
+        self.s2s_config.push('\n');
+        self
+    }
+
+    /// The federation port (default: a free one), for a server another
+    /// one is told about before either starts.
+    pub fn s2s_port(mut self, port: u16) -> Self {
+        self.s2s_port = Some(port);
+        self
+    }
+
     pub fn require_encryption(mut self, yes: bool) -> Self {
         self.require_encryption = yes;
         self
@@ -115,6 +141,7 @@ impl TestServerBuilder {
             component_port: 0,
             http_port: 0,
             https_port: 0,
+            s2s_port: 0,
             passwords: Mutex::default(),
         };
         // A free port can be taken by another process before the server
@@ -122,11 +149,13 @@ impl TestServerBuilder {
         for attempt in 1.. {
             (server.port, server.tls_port, server.component_port) = (free_port(), free_port(), free_port());
             (server.http_port, server.https_port) = (free_port(), free_port());
+            server.s2s_port = self.s2s_port.unwrap_or_else(free_port);
             let config = format!(
                 "[server]\nhosts = [\"{domain}\"]\ndata_dir = \"{data}\"\n\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\n\
                  direct_tls_listen = [\"127.0.0.1:{tls_port}\"]\nrequire_encryption = {req}\n{c2s}\n\
                  [component]\nlisten = [\"127.0.0.1:{component_port}\"]\n\n\
-                 [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n{extra}",
+                 [http]\nlisten = [\"127.0.0.1:{http_port}\"]\ntls_listen = [\"127.0.0.1:{https_port}\"]\n{http}\n\
+                 [s2s]\nlisten = [\"127.0.0.1:{s2s_port}\"]\n{s2s}\n{extra}",
                 domain = server.domain,
                 data = server.data_dir().display(),
                 port = server.port,
@@ -135,6 +164,8 @@ impl TestServerBuilder {
                 http_port = server.http_port,
                 https_port = server.https_port,
                 http = self.http_config,
+                s2s_port = server.s2s_port,
+                s2s = self.s2s_config,
                 req = self.require_encryption,
                 c2s = self.c2s_config,
                 extra = self.extra_config,
@@ -160,6 +191,8 @@ impl TestServer {
             extra_config: String::new(),
             c2s_config: String::new(),
             http_config: String::new(),
+            s2s_config: String::new(),
+            s2s_port: None,
             require_encryption: true,
         }
     }

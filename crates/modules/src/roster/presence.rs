@@ -10,16 +10,16 @@ use starling_proto::{ns, BareJid, Element, Jid, Stanza};
 
 /// Whether presence for `contact` can reach anyone: an account here with an
 /// available resource (RFC 6121 §4.2.2: only those would get anything, and
-/// others are skipped without routing), a module's service, or a connected
-/// component (one that is away would only bounce it). Federation is not
-/// there yet: remote contacts are skipped.
+/// others are skipped without routing), a module's service, a connected
+/// component (one that is away would only bounce it), or another server's
+/// account while federation is on (only its server knows who is online).
 fn reachable(server: &Server, contact: &BareJid) -> bool {
     let domain = contact.domain().as_str();
     match server.domains.kind(domain) {
         DomainKind::Host => server.router.has_available(contact),
         DomainKind::Service => true,
         DomainKind::Component => server.domains.component(domain).is_some(),
-        DomainKind::Remote => false,
+        DomainKind::Remote => server.domains.remote().is_some(),
     }
 }
 use std::sync::Arc;

@@ -71,8 +71,8 @@ pub(super) async fn outbound(rosters: &Rosters, server: &Arc<Server>, stanza: Ar
         server.bounce(&stanza, StanzaError::bad_request().with_text("an account is always subscribed to itself"));
         return HookResult::Handled;
     }
-    if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote {
-        // No federation yet (RFC 6120 §10.4.2).
+    if server.domains.kind(contact.domain().as_str()) == DomainKind::Remote && server.domains.remote().is_none() {
+        // Federation is off (RFC 6120 §10.4.2): nothing to change in the roster.
         server.bounce(&stanza, StanzaError::remote_server_not_found());
         return HookResult::Handled;
     }
