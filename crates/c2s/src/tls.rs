@@ -17,16 +17,36 @@ pub struct HostCertificate {
     pub key: PrivateKeyDer<'static>,
 }
 
+/// The certificate for an SNI name: the host's, else the host a service
+/// domain is under (self-signed ones cover `*.host`), else the first.
+/// Client and server-to-server streams both serve it.
 #[derive(Debug)]
-struct SniResolver {
+pub struct SniResolver {
     by_host: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
 }
 
+impl SniResolver {
+    pub fn new(by_host: HashMap<String, Arc<CertifiedKey>>, default: Arc<CertifiedKey>) -> Self {
+        SniResolver { by_host, default }
+    }
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let key = hello.server_name().and_then(|name| self.by_host.get(name));
+        let key = hello.server_name().and_then(|name| lookup_under(&self.by_host, name));
         Some(key.unwrap_or(&self.default).clone())
+    }
+}
+
+/// The entry for `domain` or for the nearest domain it is under.
+pub fn lookup_under<'a, T>(map: &'a HashMap<String, T>, domain: &str) -> Option<&'a T> {
+    let mut name = domain;
+    loop {
+        if let Some(found) = map.get(name) {
+            return Some(found);
+        }
+        name = name.split_once('.')?.1;
     }
 }
 
@@ -57,7 +77,7 @@ impl TlsContext {
             default.get_or_insert_with(|| key.clone());
             by_host.insert(cert.host, key);
         }
-        let resolver = Arc::new(SniResolver { by_host, default: default.expect("at least one certificate") });
+        let resolver = Arc::new(SniResolver::new(by_host, default.expect("at least one certificate")));
         let build = |alpn: Vec<Vec<u8>>| -> anyhow::Result<Arc<ServerConfig>> {
             let mut config = ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
@@ -113,5 +133,18 @@ fn end_point_hash(cert: &[u8]) -> Vec<u8> {
         (Some(a), b) if b.is_none_or(|b| a < b) => Sha384::digest(cert).to_vec(),
         (_, Some(_)) => Sha512::digest(cert).to_vec(),
         _ => Sha256::digest(cert).to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_domains_use_the_certificate_of_their_host() {
+        let map: HashMap<String, u8> = [("example.com".to_owned(), 1), ("other.org".to_owned(), 2)].into();
+        assert_eq!(lookup_under(&map, "example.com"), Some(&1));
+        assert_eq!(lookup_under(&map, "conference.example.com"), Some(&1));
+        assert_eq!(lookup_under(&map, "example.net"), None);
     }
 }

@@ -10,11 +10,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use starling_c2s::tls::{lookup_under, SniResolver};
 use starling_c2s::HostCertificate;
 use starling_core::config::S2sConfig;
 use std::collections::HashMap;
@@ -109,32 +109,6 @@ impl ClientCertVerifier for CheckedLater {
     }
 }
 
-/// The host certificate for an SNI name: the host's, else the host a
-/// service domain is under (self-signed ones cover `*.host`), else the first.
-#[derive(Debug)]
-struct SniResolver {
-    by_host: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let key = hello.server_name().and_then(|name| lookup_under(&self.by_host, name));
-        Some(key.unwrap_or(&self.default).clone())
-    }
-}
-
-/// The entry for `domain` or for the nearest domain it is under.
-fn lookup_under<'a, T>(map: &'a HashMap<String, T>, domain: &str) -> Option<&'a T> {
-    let mut name = domain;
-    loop {
-        if let Some(found) = map.get(name) {
-            return Some(found);
-        }
-        name = name.split_once('.')?.1;
-    }
-}
-
 impl S2sTls {
     pub fn new(certs: &[HostCertificate], config: &S2sConfig) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -155,7 +129,7 @@ impl S2sTls {
         let first = certs.first().ok_or_else(|| anyhow::anyhow!("no certificate"))?;
         let default = by_host[&first.host].clone();
         let default_client = clients[&first.host].clone();
-        let resolver = Arc::new(SniResolver { by_host, default });
+        let resolver = Arc::new(SniResolver::new(by_host, default));
         let build = |alpn: Vec<Vec<u8>>| -> anyhow::Result<Arc<ServerConfig>> {
             let mut server = ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
@@ -231,17 +205,4 @@ fn load_roots(config: &S2sConfig) -> anyhow::Result<RootCertStore> {
         }
     }
     Ok(roots)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_domains_use_the_certificate_of_their_host() {
-        let map: HashMap<String, u8> = [("example.com".to_owned(), 1), ("other.org".to_owned(), 2)].into();
-        assert_eq!(lookup_under(&map, "example.com"), Some(&1));
-        assert_eq!(lookup_under(&map, "conference.example.com"), Some(&1));
-        assert_eq!(lookup_under(&map, "example.net"), None);
-    }
 }
