@@ -4,8 +4,7 @@
 //! session are written once against this trait, so every limit and error
 //! rule holds the same on every transport.
 
-use starling_proto::xml::text_element;
-use starling_proto::{ns, Element};
+use starling_proto::Element;
 use starling_sasl::ChannelBindings;
 use starling_xmlstream::StreamEvent;
 use std::future::Future;
@@ -43,11 +42,7 @@ impl End {
     /// The `<stream:error/>` element to send, if the stream ends with one.
     pub fn to_element(&self) -> Option<Element> {
         let End::Error(failure) = self else { return None };
-        let mut error = Element::bare("error", ns::STREAMS);
-        error.append_child(Element::bare(failure.condition, ns::STREAM_ERRORS));
-        if let Some(text) = &failure.text {
-            error.append_child(text_element("text", ns::STREAM_ERRORS, text.clone()));
-        }
+        let mut error = starling_proto::xml::stream_error(failure.condition, failure.text.as_deref());
         if let Some(app) = &failure.app {
             error.append_child(app.clone());
         }

@@ -9,7 +9,7 @@ use sha1::{Digest, Sha1};
 use starling_core::domains::{AttachError, ComponentLink};
 use starling_core::{Outbound, Server};
 use starling_proto::stanza::{error_reply_to_element, EnvelopeError};
-use starling_proto::xml::{move_namespace, text_element};
+use starling_proto::xml::move_namespace;
 use starling_proto::{ns, Element, Jid, Stanza, StanzaError};
 use starling_xmlstream::{stream_header, write_element, Limits, StreamEvent, StreamParser};
 use std::collections::VecDeque;
@@ -196,12 +196,7 @@ impl Connection {
         }
         if let End::Error(condition, text) = end {
             tracing::debug!(peer = %self.peer, condition, "closing component stream with error");
-            let mut error = Element::bare("error", ns::STREAMS);
-            error.append_child(Element::bare(condition, ns::STREAM_ERRORS));
-            if let Some(text) = text {
-                error.append_child(text_element("text", ns::STREAM_ERRORS, text));
-            }
-            write_element(&error, &mut self.write_buf);
+            write_element(&starling_proto::xml::stream_error(condition, text.as_deref()), &mut self.write_buf);
         }
         self.write_buf.extend_from_slice(b"</stream:stream>");
         let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -55,6 +55,16 @@ pub fn element(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Element {
     el
 }
 
+/// RFC 6120 §4.9: `<stream:error>` with its condition and optional text.
+pub fn stream_error(condition: &str, text: Option<&str>) -> Element {
+    let mut error = Element::bare("error", crate::ns::STREAMS);
+    error.append_child(Element::bare(condition, crate::ns::STREAM_ERRORS));
+    if let Some(text) = text {
+        error.append_child(text_element("text", crate::ns::STREAM_ERRORS, text));
+    }
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

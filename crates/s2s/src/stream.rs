@@ -2,7 +2,6 @@
 //! TLS as client or server), the incremental parser, and a write buffer.
 
 use rustls_pki_types::{CertificateDer, ServerName};
-use starling_proto::xml::text_element;
 use starling_proto::{ns, Element};
 use starling_xmlstream::{escape_attr, write_element, Limits, StreamEvent, StreamParser};
 use std::collections::VecDeque;
@@ -271,12 +270,7 @@ impl XmlStream {
         }
         if let End::Error(condition, text) = end {
             tracing::debug!(peer = %self.peer, condition, "closing server stream with error");
-            let mut error = Element::bare("error", ns::STREAMS);
-            error.append_child(Element::bare(condition, ns::STREAM_ERRORS));
-            if let Some(text) = text {
-                error.append_child(text_element("text", ns::STREAM_ERRORS, text));
-            }
-            write_element(&error, &mut self.write_buf);
+            write_element(&starling_proto::xml::stream_error(condition, text.as_deref()), &mut self.write_buf);
         }
         self.write_buf.extend_from_slice(b"</stream:stream>");
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
