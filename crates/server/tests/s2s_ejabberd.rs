@@ -165,13 +165,19 @@ modules:
             ),
         )
         .unwrap();
+        let node = format!("starling_s2s_{}_{}@localhost", std::process::id(), free_port());
+        // The node and every ejabberdctl call read this cookie (ejabberdctl
+        // passes <config-dir>/vm.args to erl): without it they share
+        // ~ejabberd/.erlang.cookie, which two nodes starting at once on a
+        // fresh machine each create with their own value, and the loser's
+        // ejabberdctl is then refused ("Invalid challenge reply").
+        std::fs::write(path("vm.args"), format!("-setcookie {}\n", node.replace('@', "_"))).unwrap();
         let owner = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         if owner {
             // ejabberdctl runs the node as the `ejabberd` user.
             let chown = Command::new("chown").arg("-R").arg("ejabberd:ejabberd").arg(dir.path()).status().unwrap();
             assert!(chown.success());
         }
-        let node = format!("starling_s2s_{}_{}@localhost", std::process::id(), free_port());
         let mut ejabberd = Ejabberd { child: Command::new("true").spawn().unwrap(), dir, node, c2s_port, s2s_port };
         // A process group of its own: the node runs under su, as a
         // grandchild, and must not outlive the test.
