@@ -154,6 +154,7 @@ on_both_engines!(
     removing_an_account_deletes_its_rows_and_ends_subscriptions_to_it,
     archive_pages_both_ways_with_filters_and_search,
     archive_tombstones_expiry_and_removal,
+    concurrent_archive_appends_are_all_committed_and_searchable,
     pubsub_nodes_items_affiliations_and_subscriptions,
     removing_an_account_removes_its_pep_nodes_and_its_pubsub_subscriptions,
 );
@@ -674,6 +675,40 @@ async fn archive_tombstones_expiry_and_removal(e: &Engine) {
     // XEP-0313: removing the account removes its archive.
     assert!(s.remove("example.com", "alice").await.unwrap());
     assert_eq!(s.archive_count(ALICE, &ArchiveFilter::default()).await.unwrap(), 0);
+}
+
+/// Appends that arrive together are written as one transaction of several
+/// multi-row statements (a batch is larger than a statement): each append
+/// returns only once committed, none is lost, each gets its own order and
+/// its body is searchable.
+async fn concurrent_archive_appends_are_all_committed_and_searchable(e: &Engine) {
+    let s = &e.store;
+    const N: usize = 300;
+    let appends = (0..N).map(|i| async move {
+        let (id, body) = (format!("c{i}"), format!("word{i}"));
+        let stanza = format!("<message xmlns='jabber:client'><body>{body}</body></message>");
+        let message = NewArchived {
+            archive: ALICE,
+            stanza_id: &id,
+            peer: "bob@example.com",
+            peer_resource: "",
+            origin_id: None,
+            outgoing: false,
+            stamp: 1_700_000_000_000_000 + i as i64,
+            body: Some(&body),
+            stanza: &stanza,
+        };
+        s.archive_append(&message).await.unwrap();
+        s.archive_seq(ALICE, &id).await.unwrap().expect("committed before the append returned")
+    });
+    let mut seqs = futures::future::join_all(appends).await;
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), N, "one order per message");
+    assert_eq!(s.archive_count(ALICE, &ArchiveFilter::default()).await.unwrap(), N as u64);
+    let words = ArchiveFilter { text: Some("word299".into()), ..ArchiveFilter::default() };
+    let found = s.archive_page(ALICE, &words, PageFrom::After(None), 10).await.unwrap();
+    assert_eq!(ids(&found), vec!["c299"]);
 }
 
 // ---------------------------------------------------------------- pubsub
