@@ -3,6 +3,7 @@
 // converse.js's dist, the browser, and the steps the converse*.test.js
 // scenarios share (log in, chat with an xmpp.js client).
 
+import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
@@ -10,7 +11,7 @@ import { existsSync } from "node:fs";
 import { join, dirname, extname, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { xml } from "@xmpp/client";
-import { STEP } from "./harness.js";
+import { Server, STEP } from "./harness.js";
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), "node_modules/converse.js/dist");
 const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -127,6 +128,38 @@ export class Browser {
     this.pages.closeAllConnections();
     await new Promise((ok) => this.pages.close(ok));
   }
+}
+
+/**
+ * Registers the node:test hooks of a converse.js scenario file: a Server
+ * with the accounts alice (password "alice-secret") and bob ("bob-secret"),
+ * Chromium (unless `noBrowser`) and bob online on TCP (resource "tcp").
+ * Returns the object they fill: { server, web, bob, within }.
+ */
+export function converseSuite() {
+  const suite = { within: (promise, what) => suite.server.within(promise, what) };
+  before(async () => {
+    const server = (suite.server = new Server());
+    await server.start();
+    server.addUser("alice", "alice-secret");
+    server.addUser("bob", "bob-secret");
+    if (noBrowser) return;
+    suite.web = await Browser.start(server);
+    suite.bob = server.client({ username: "bob", password: "bob-secret", resource: "tcp" });
+    // XEP-0386: the server picks the full JID; chat() uses the one it bound.
+    await suite.within(suite.bob.start(), "bob online");
+  });
+  // Everything is closed whatever failed, so that the run ends.
+  after(async () => {
+    await suite.bob?.stop().catch(() => {});
+    await suite.web?.close();
+    const { server } = suite;
+    const code = await server.stop();
+    assert.equal(code, 0, "starling exits 0 on SIGTERM");
+    assert.ok(!server.logText().includes("panicked"), "no panic logged");
+    server.cleanup();
+  });
+  return suite;
 }
 
 /** Waits until converse.js is online; resolves with its full JID. */

@@ -3,48 +3,24 @@
 // (XEP-0124 / XEP-0206), exchanges messages both ways with an xmpp.js client
 // on TCP, then reloads the page and logs in again.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Server } from "./harness.js";
-import { Browser, noBrowser, online, login, chat } from "./browser.js";
+import { converseSuite, noBrowser, online, login, chat } from "./browser.js";
 
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 
-let server, web, bob;
-const within = (promise, what) => server.within(promise, what);
-
-before(async () => {
-  server = new Server();
-  await server.start();
-  server.addUser("alice", "alice-secret");
-  server.addUser("bob", "bob-secret");
-  if (noBrowser) return;
-  web = await Browser.start(server);
-  bob = server.client({ username: "bob", password: "bob-secret", resource: "tcp" });
-  // XEP-0386: the server picks the full JID; chat() uses the one it bound.
-  await within(bob.start(), "bob online");
-});
-
-// Everything is closed whatever failed, so that the run ends.
-after(async () => {
-  await bob?.stop().catch(() => {});
-  await web?.close();
-  const code = await server.stop();
-  assert.equal(code, 0, "starling exits 0 on SIGTERM");
-  assert.ok(!server.logText().includes("panicked"), "no panic logged");
-  server.cleanup();
-});
+const suite = converseSuite();
 
 for (const [transport, name] of [
   ["ws", "WebSocket (RFC 7395)"],
   ["bosh", "BOSH (XEP-0206)"],
 ]) {
   test(`converse.js over ${name}: log in, chat with a TCP client, reload, log in again`, { skip: noBrowser }, () =>
-    web.withTab(
+    suite.web.withTab(
       async (tab) => {
         const jid = await login(tab, "alice@localhost/web", "alice-secret");
         assert.equal(jid, "alice@localhost/web");
-        await chat(tab, jid, bob, `${transport} first`);
+        await chat(tab, jid, suite.bob, `${transport} first`);
         // converse.js keeps its login in sessionStorage: after a reload it
         // logs in again by itself (WebSocket: SASL with the stored SCRAM
         // keys; BOSH: it takes the same session up again, XEP-0124 §14
@@ -52,7 +28,7 @@ for (const [transport, name] of [
         await tab.reload();
         const again = await online(tab);
         assert.match(again, /^alice@localhost\/.+/);
-        await chat(tab, again, bob, `${transport} after reload`);
+        await chat(tab, again, suite.bob, `${transport} after reload`);
       },
       { transport },
     ),
