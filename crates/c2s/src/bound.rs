@@ -84,8 +84,12 @@ impl Bound {
         let mut out = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
         out.extend(self.csi.take_held());
         self.rx.close();
-        while let Ok(Outbound::Stanza(el)) = self.rx.try_recv() {
-            out.push_back(el);
+        // Stanzas queued behind a close request (a resource conflict, say)
+        // are undelivered too, not dropped.
+        while let Ok(queued) = self.rx.try_recv() {
+            if let Outbound::Stanza(el) = queued {
+                out.push_back(el);
+            }
         }
         out
     }
