@@ -115,6 +115,28 @@ async function shown(tab, kind, jid, bodies) {
   }
 }
 
+/**
+ * alice logs in to converse.js in a fresh browser context, exchanges one
+ * message each way with bob per text, and closes the page; resolves with
+ * the bodies in the order they were exchanged, once her session is gone.
+ */
+async function exchangeThenClose(web, bob, texts) {
+  const exchanged = await web.withTab(
+    async (tab) => {
+      const jid = await login(tab, ALICE, "alice-secret");
+      const bodies = [];
+      for (const text of texts) {
+        const { sent, received } = await chat(tab, jid, bob, text);
+        bodies.push(sent, received);
+      }
+      return bodies;
+    },
+    { fresh: true },
+  );
+  await gone(bob, ALICE);
+  return exchanged;
+}
+
 /** Opens the chat with `jid` in converse.js, as a click on the contact would. */
 const openChat = (tab, jid) => tab.evaluate((jid) => window.api.chats.open(jid).then(() => {}), jid);
 
@@ -123,16 +145,7 @@ test(
   { skip: noBrowser },
   async () => {
     const { web, bob } = suite;
-    const exchanged = await web.withTab(
-      async (tab) => {
-        const jid = await login(tab, ALICE, "alice-secret");
-        const first = await chat(tab, jid, bob, "archived one");
-        const second = await chat(tab, jid, bob, "archived two");
-        return [first.sent, first.received, second.sent, second.received];
-      },
-      { fresh: true },
-    );
-    await gone(bob, ALICE);
+    const exchanged = await exchangeThenClose(web, bob, ["archived one", "archived two"]);
     // A new browser context: no sessionStorage, no IndexedDB, no cache of
     // the conversation. Opening the chat makes converse.js ask the
     // archive for its last page with bob (§4.1.1 filtering by JID, §4.3.3).
@@ -162,15 +175,7 @@ test(
   { skip: noBrowser },
   async () => {
     const { web, bob } = suite;
-    const before = await web.withTab(
-      async (tab) => {
-        const jid = await login(tab, ALICE, "alice-secret");
-        const { sent, received } = await chat(tab, jid, bob, "before closing");
-        return [sent, received];
-      },
-      { fresh: true },
-    );
-    await gone(bob, ALICE);
+    const before = await exchangeThenClose(web, bob, ["before closing"]);
     // One message: converse.js 14 handles the offline messages it gets at
     // login concurrently, and for a chat it does not have yet, each one
     // may make a ChatBox of its own (api.chats.get() looks, awaits, then

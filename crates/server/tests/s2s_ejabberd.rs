@@ -171,7 +171,12 @@ modules:
         // ~ejabberd/.erlang.cookie, which two nodes starting at once on a
         // fresh machine each create with their own value, and the loser's
         // ejabberdctl is then refused ("Invalid challenge reply").
-        std::fs::write(path("vm.args"), format!("-setcookie {}\n", node.replace('@', "_"))).unwrap();
+        // Random: the node listens on loopback, and whoever knows its
+        // cookie can run code in it.
+        let mut raw = [0u8; 16];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut raw).unwrap();
+        let cookie: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(path("vm.args"), format!("-setcookie {cookie}\n")).unwrap();
         let owner = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         if owner {
             // ejabberdctl runs the node as the `ejabberd` user.

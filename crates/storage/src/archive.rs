@@ -118,7 +118,7 @@ pub(crate) struct Writer {
 const BATCH: usize = 256;
 
 impl Writer {
-    fn start(pool: sqlx::AnyPool) -> Self {
+    fn start(pool: sqlx::AnyPool, dialect: Dialect) -> Self {
         let (queue, mut pending) = tokio::sync::mpsc::channel::<Pending>(4 * BATCH);
         tokio::spawn(async move {
             // A connection of its own, kept: an SQLite connection drops its
@@ -135,7 +135,7 @@ impl Writer {
                     }
                 }
                 let rows: Vec<&Append> = batch.iter().map(|(row, _)| row).collect();
-                let result = insert(&pool, &mut connection, &rows).await.map_err(|e| {
+                let result = insert(&pool, dialect, &mut connection, &rows).await.map_err(|e| {
                     tracing::error!(error = %e, messages = batch.len(), "archive batch not written");
                     // The next batch starts on a fresh connection.
                     connection = None;
@@ -207,12 +207,17 @@ const WRITER_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckp
 /// (six distinct statements, kept by the prepared-statement cache), each
 /// chunk one multi-row statement, all in one transaction on the writer's
 /// connection (opened from `pool` when it has none).
-async fn insert(pool: &sqlx::AnyPool, connection: &mut Option<sqlx::AnyConnection>, rows: &[&Append]) -> Result<()> {
+async fn insert(
+    pool: &sqlx::AnyPool,
+    dialect: Dialect,
+    connection: &mut Option<sqlx::AnyConnection>,
+    rows: &[&Append],
+) -> Result<()> {
     let connection = match connection {
         Some(connection) => connection,
         None => {
             let mut fresh = pool.acquire().await?.detach();
-            if fresh.backend_name() == "SQLite" {
+            if dialect == Dialect::Sqlite {
                 sqlx::raw_sql(WRITER_PRAGMAS).execute(&mut fresh).await?;
             }
             connection.insert(fresh)
@@ -350,7 +355,7 @@ const COLUMNS: &str = "seq, stanza_id, stamp, stanza";
 impl ArchiveStore for SqlStore {
     async fn archive_append(&self, m: &NewArchived<'_>) -> Result<()> {
         let (done, committed) = tokio::sync::oneshot::channel();
-        let writer = self.archive_writer.get_or_init(|| Writer::start(self.pool.clone()));
+        let writer = self.archive_writer.get_or_init(|| Writer::start(self.pool.clone(), self.dialect()));
         writer.queue.send((Append::from(m), done)).await.map_err(|_| writer_gone())?;
         committed.await.map_err(|_| writer_gone())?.map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))
     }
