@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use starling_proto::{BareJid, Element, FullJid, Jid, Stanza, StanzaError, StanzaKind};
 use starling_storage::Store;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -29,6 +29,9 @@ pub struct Server {
     /// responder, and where its answer goes.
     pending_iqs: DashMap<String, (Jid, oneshot::Sender<IqAnswer>)>,
     next_iq: AtomicU64,
+    /// This server, for replies that a module service (an async handler)
+    /// receives from the synchronous [`Server::send_to_local`].
+    me: Weak<Server>,
 }
 
 /// The answer to a server-sent IQ request. The responder's stream goes on
@@ -51,7 +54,8 @@ pub enum IqRequestError {
 
 impl Server {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Server {
+        Arc::new_cyclic(|me| Server {
+            me: me.clone(),
             router: Router::default(),
             domains: DomainTable::new(&config),
             modules: ModuleRegistry::new(&config.services),
@@ -413,9 +417,9 @@ impl Server {
     }
 
     /// Delivers a server-generated stanza to the local full JID in its
-    /// `to`, to the component serving its domain, or to another server
-    /// (answers to what came from there). Nothing is bounced: these are
-    /// answers and errors already.
+    /// `to`, to the module service or the component serving its domain, or
+    /// to another server (answers to what came from there). Nothing is
+    /// bounced: these are answers and errors already.
     pub fn send_to_local(&self, el: Element) {
         let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
@@ -425,6 +429,16 @@ impl Server {
                 if let Err(failed) = remote.send(stanza) {
                     tracing::debug!(%to, error = %failed.1, "dropping server reply to another server");
                 }
+            }
+            return;
+        }
+        if let Route::Service(Some(serve)) = self.resolve(to.domain().as_str()) {
+            // E.g. a vCard answered for an account to a room that forwarded
+            // the request (XEP-0045 §17.4).
+            if let (Some(server), Ok(stanza)) =
+                (self.me.upgrade(), Stanza::from_element(el, starling_proto::ns::CLIENT))
+            {
+                tokio::spawn(serve(server, stanza));
             }
             return;
         }

@@ -1,9 +1,9 @@
 //! XEP-0045 Multi-User Chat at `conference.localhost` against the real
 //! binary, as raw-XML conversations: creating and joining a room, presence
 //! with status codes, messages with the room's stanza and occupant ids,
-//! history, nick rules, kick and ban, configuration and its refusals, the
-//! room's archive (XEP-0313), self-ping (XEP-0410), and a persistent room
-//! across a restart.
+//! history, nick rules, kick and ban, configuration and its refusals, voice
+//! requests, IQs between occupants, the room's archive (XEP-0313), self-ping
+//! (XEP-0410), and a persistent room across a restart.
 
 use starling_testkit::{TestServer, XmlClient};
 
@@ -124,8 +124,9 @@ async fn create_join_talk_and_history() {
         .await
         .unwrap();
     assert!(pong.contains("type='result'"), "{pong}");
-    let not_joined = bob
-        .request(&format!("<iq type='get' id='sp2' to='{ROOM}/Carol'><ping xmlns='urn:xmpp:ping'/></iq>"), "sp2")
+    let mut bob_elsewhere = XmlClient::logged_in(server.port, "localhost", "bob", "secret", "other").await.unwrap().0;
+    let not_joined = bob_elsewhere
+        .request(&format!("<iq type='get' id='sp2' to='{ROOM}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>"), "sp2")
         .await
         .unwrap();
     assert!(not_joined.contains("<not-acceptable "), "{not_joined}");
@@ -209,6 +210,98 @@ async fn moderation_and_configuration() {
     assert!(alice.request(&demote, "d").await.unwrap().contains("<conflict "));
 }
 
+/// A `muc#request` form (XEP-0045 §7.13, §8.6) in a message to the room.
+fn voice_form(fields: &str) -> String {
+    format!(
+        "<message to='{ROOM}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+         <value>http://jabber.org/protocol/muc#request</value></field>{fields}</x></message>"
+    )
+}
+
+#[tokio::test]
+async fn voice_requests_and_iqs_between_occupants() {
+    let server = server();
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    let mut bob = server.online("bob", "desk").await.unwrap();
+    let mut carol = server.online("carol", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    configure(&mut alice, "c", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    join(&mut bob, "Bob", "").await;
+    join(&mut carol, "Carol", "").await;
+    alice.take_stanza(&format!("from='{ROOM}/Carol'")).await.unwrap();
+
+    // §7.13: a visitor asks for voice; §8.6: the moderator gets the approval form.
+    let role = "<field var='muc#role'><value>participant</value></field>";
+    carol.send(&voice_form(role)).await.unwrap();
+    let form = loop {
+        let (_, from_room) = alice.take_stanza(&format!("from='{ROOM}'")).await.unwrap();
+        if from_room.contains("muc#request") {
+            break from_room;
+        }
+    };
+    assert!(
+        form.contains(&format!("from='{ROOM}'"))
+            && form.contains("<value>carol@localhost/desk</value>")
+            && form.contains("var='muc#request_allow'"),
+        "{form}"
+    );
+    let answer = |allow: &str| {
+        voice_form(&format!(
+            "{role}<field var='muc#roomnick'><value>Carol</value></field>\
+             <field var='muc#request_allow'><value>{allow}</value></field>"
+        ))
+    };
+    // Bob, a participant, may not answer it.
+    bob.send(&answer("true")).await.unwrap();
+    let (_, refused) = bob.take_stanza("type='error'").await.unwrap();
+    assert!(refused.contains("<forbidden "), "{refused}");
+    // §8.3: the moderator approves: carol is a participant, and speaks.
+    alice.send(&answer("true")).await.unwrap();
+    let (_, granted) = carol.take_stanza(&format!("from='{ROOM}/Carol'")).await.unwrap();
+    assert!(granted.contains("role='participant'"), "{granted}");
+    carol.send(&say("thank you")).await.unwrap();
+    assert!(message_from(&mut bob, "Carol").await.contains("thank you"));
+    carol.send(&voice_form(role)).await.unwrap();
+    let (_, again) = carol.take_stanza("type='error'").await.unwrap();
+    assert!(again.contains("<not-acceptable "), "she has voice already: {again}");
+
+    // §17.4: an IQ to an occupant JID reaches the occupant from the sender's
+    // occupant JID, and the answer comes back the same way; no real JIDs.
+    bob.send(&format!("<iq type='get' id='v1' to='{ROOM}/Carol'><query xmlns='jabber:iq:version'/></iq>"))
+        .await
+        .unwrap();
+    let (_, asked) = carol.take_stanza("id='v1'").await.unwrap();
+    assert!(asked.contains(&format!("from='{ROOM}/Bob'")) && !asked.contains("bob@localhost"), "{asked}");
+    carol
+        .send(&format!(
+            "<iq type='result' id='v1' to='{ROOM}/Bob'><query xmlns='jabber:iq:version'><name>raw</name></query></iq>"
+        ))
+        .await
+        .unwrap();
+    let (_, answered) = bob.take_stanza("id='v1'").await.unwrap();
+    assert!(answered.contains(&format!("from='{ROOM}/Carol'")) && answered.contains("<name>raw</name>"), "{answered}");
+    // A vCard request is answered for the occupant's account (XEP-0153 avatars).
+    let set = "<iq type='set' id='vs'><vCard xmlns='vcard-temp'><NICKNAME>Al</NICKNAME></vCard></iq>";
+    assert!(alice.request(set, "vs").await.unwrap().contains("type='result'"));
+    let vcard = bob
+        .request(&format!("<iq type='get' id='vc' to='{ROOM}/Alice'><vCard xmlns='vcard-temp'/></iq>"), "vc")
+        .await
+        .unwrap();
+    assert!(vcard.contains("<NICKNAME>Al</NICKNAME>") && vcard.contains(&format!("from='{ROOM}/Alice'")), "{vcard}");
+    // Someone outside the room, or a nick nobody has, gets an error.
+    let mut outsider = XmlClient::logged_in(server.port, "localhost", "carol", "secret", "other").await.unwrap().0;
+    let stranger = outsider
+        .request(&format!("<iq type='get' id='s' to='{ROOM}/Bob'><query xmlns='jabber:iq:version'/></iq>"), "s")
+        .await
+        .unwrap();
+    assert!(stranger.contains("<not-acceptable "), "{stranger}");
+    let nobody = bob
+        .request(&format!("<iq type='get' id='n' to='{ROOM}/Nobody'><query xmlns='jabber:iq:version'/></iq>"), "n")
+        .await
+        .unwrap();
+    assert!(nobody.contains("<item-not-found "), "{nobody}");
+}
+
 #[tokio::test]
 async fn a_persistent_room_survives_a_restart() {
     let mut server = server();
@@ -222,6 +315,15 @@ async fn a_persistent_room_survives_a_restart() {
     server.spawn().unwrap();
 
     let mut bob = server.online("bob", "desk").await.unwrap();
+    // §6.3: listed by the service before anything started it again.
+    let rooms = bob
+        .request(
+            "<iq type='get' id='r' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+            "r",
+        )
+        .await
+        .unwrap();
+    assert!(rooms.contains(&format!("jid='{ROOM}'")) && rooms.contains("name='Tea'"), "{rooms}");
     let info = bob
         .request(
             &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),

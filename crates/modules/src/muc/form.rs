@@ -1,12 +1,74 @@
-//! A room's configuration (XEP-0045 §10.2, the `muc#roomconfig` form) and
-//! its `muc#roominfo` disco form (§15.5.4).
+//! A room's configuration (XEP-0045 §10.2, the `muc#roomconfig` form), its
+//! `muc#roominfo` disco form (§15.5.4) and the voice request forms
+//! (`muc#request`, §7.13 and §8.6).
 
 use serde::{Deserialize, Serialize};
 use starling_proto::xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
-use starling_proto::StanzaError;
+use starling_proto::{ns, Element, FullJid, StanzaError};
 
 const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+const REQUEST: &str = "http://jabber.org/protocol/muc#request";
+
+/// A `muc#request` form sent to a room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VoiceRequest {
+    /// §7.13: a visitor asks for voice.
+    Ask,
+    /// §8.6: a moderator answers the approval form for the occupant `nick`.
+    Answer { nick: String, allow: bool },
+}
+
+impl VoiceRequest {
+    /// The request a message carries, if any.
+    pub fn from_message(message: &Element) -> Option<VoiceRequest> {
+        let form = message.get_child("x", ns::DATA_FORMS).and_then(|x| DataForm::try_from(x.clone()).ok())?;
+        if form.form_type() != Some(REQUEST) || form.type_ != DataFormType::Submit {
+            return None;
+        }
+        let value = |var: &str| {
+            form.fields
+                .iter()
+                .find(|f| f.var.as_deref() == Some(var))
+                .and_then(|f| f.values.first())
+                .map(String::as_str)
+        };
+        match (value("muc#roomnick"), value("muc#request_allow")) {
+            (Some(nick), Some(allow)) => {
+                Some(VoiceRequest::Answer { nick: nick.to_owned(), allow: matches!(allow, "1" | "true") })
+            }
+            _ => Some(VoiceRequest::Ask),
+        }
+    }
+
+    /// §8.6: the approval form sent to the room's moderators.
+    pub fn approval_form(jid: &FullJid, nick: &str) -> DataForm {
+        let mut form = DataForm::new(
+            DataFormType::Form,
+            REQUEST,
+            vec![
+                labelled(Field::new("muc#role", FieldType::ListSingle).with_value("participant"), "Requested role"),
+                labelled(Field::new("muc#jid", FieldType::JidSingle).with_value(jid.as_str()), "User ID"),
+                labelled(Field::text_single("muc#roomnick", nick), "Room Nickname"),
+                labelled(
+                    Field::new("muc#request_allow", FieldType::Boolean).with_value("false"),
+                    "Grant voice to this person?",
+                ),
+            ],
+        );
+        form.title = Some("Voice request".to_owned());
+        form.instructions = Some(
+            "To approve this request for voice, select the \"Grant voice to this person?\" checkbox and submit."
+                .to_owned(),
+        );
+        form
+    }
+}
+
+fn labelled(mut field: Field, label: &str) -> Field {
+    field.label = Some(label.to_owned());
+    field
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {
@@ -181,5 +243,32 @@ mod tests {
             vec![Field::new("muc#roomconfig_passwordprotectedroom", FieldType::Boolean).with_value("1")],
         );
         assert!(config.clone().apply(&protect, 300).is_err(), "no secret given");
+    }
+
+    /// XEP-0045 §7.13 (request) and §8.6 (approval): the forms as the
+    /// examples there show them.
+    #[test]
+    fn voice_requests_and_their_answers_are_told_apart() {
+        let message = |form: DataForm| {
+            let mut message = Element::bare("message", ns::CLIENT);
+            message.append_child(form.into());
+            message
+        };
+        let ask = DataForm::new(
+            DataFormType::Submit,
+            REQUEST,
+            vec![Field::new("muc#role", FieldType::ListSingle).with_value("participant")],
+        );
+        assert_eq!(VoiceRequest::from_message(&message(ask)), Some(VoiceRequest::Ask));
+        let jid: FullJid = "hag66@shakespeare.lit/pda".parse().unwrap();
+        let mut answer = VoiceRequest::approval_form(&jid, "thirdwitch");
+        answer.type_ = DataFormType::Submit;
+        answer.fields.last_mut().unwrap().values = vec!["true".into()];
+        assert_eq!(
+            VoiceRequest::from_message(&message(answer)),
+            Some(VoiceRequest::Answer { nick: "thirdwitch".into(), allow: true })
+        );
+        let config = RoomConfig::new(10).form();
+        assert_eq!(VoiceRequest::from_message(&message(config)), None, "another form type");
     }
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::element;
 use starling_proto::{ns, BareJid, Element, IqType, Stanza, StanzaError, StanzaKind};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -24,6 +25,9 @@ pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 /// `account_data` store of persistent rooms: host = the service domain,
 /// username = the room name.
 const STORE: &str = "muc";
+/// Persistent public rooms by name, under the service's own "" account:
+/// disco#items lists them while they are not running.
+const DIRECTORY: &str = "muc_directory";
 
 pub struct Muc;
 
@@ -192,6 +196,25 @@ impl Service {
         self.rooms.remove_if(name, |_, h| h.id == id);
     }
 
+    /// §6.3: the public rooms, persistent ones that are not running included.
+    async fn public_rooms(&self, server: &Server) -> Result<Option<Element>, StanzaError> {
+        let stored = server.store.all_data(&self.domain, "", DIRECTORY).await.map_err(store_error)?;
+        let mut listed: BTreeMap<String, Option<String>> =
+            stored.into_iter().map(|(room, name)| (room, Some(name))).collect();
+        // A running room's own state is newer than the store's.
+        for entry in self.rooms.iter() {
+            listed.insert(entry.key().clone(), entry.value().public_name.lock().expect("room name lock").clone());
+        }
+        let mut query = Element::bare("query", ns::DISCO_ITEMS);
+        for (room, name) in listed {
+            if let Some(name) = name {
+                let jid = format!("{room}@{}", self.domain);
+                query.append_child(element("item", ns::DISCO_ITEMS, &[("jid", &jid), ("name", &name)]));
+            }
+        }
+        Ok(Some(query))
+    }
+
     /// Stanzas to the service itself: disco (XEP-0045 §6.1, §6.3).
     async fn to_service(&self, server: &Arc<Server>, stanza: &Stanza) {
         if stanza.kind != StanzaKind::Iq || !stanza.iq_type().is_some_and(IqType::is_request) {
@@ -211,17 +234,7 @@ impl Service {
                 }
                 Ok(Some(query))
             }
-            (Some(IqType::Get), Some(("query", n))) if n == ns::DISCO_ITEMS => {
-                let mut query = Element::bare("query", ns::DISCO_ITEMS);
-                for entry in self.rooms.iter() {
-                    let name = entry.value().public_name.lock().expect("room name lock").clone();
-                    if let Some(name) = name {
-                        let jid = format!("{}@{}", entry.key(), self.domain);
-                        query.append_child(element("item", ns::DISCO_ITEMS, &[("jid", &jid), ("name", &name)]));
-                    }
-                }
-                Ok(Some(query))
-            }
+            (Some(IqType::Get), Some(("query", n))) if n == ns::DISCO_ITEMS => self.public_rooms(server).await,
             _ => Err(StanzaError::service_unavailable()),
         };
         server.answer_iq(stanza, result);

@@ -1,10 +1,10 @@
 //! One room (XEP-0045), run by its own task: occupants with roles,
 //! affiliations, history and subject, the admin and owner use cases, the
-//! room's archive (XEP-0313, XEP-0359 ids), XEP-0421 occupant ids and
-//! XEP-0410 self-pings.
+//! room's archive (XEP-0313, XEP-0359 ids), XEP-0421 occupant ids,
+//! XEP-0410 self-pings, voice requests and IQs between occupants.
 
-use super::form::RoomConfig;
-use super::{MucConfig, Service, NS_MUC, STORE};
+use super::form::{RoomConfig, VoiceRequest};
+use super::{MucConfig, Service, DIRECTORY, NS_MUC, STORE};
 use crate::mam::{query as mam_query, MamConfig};
 use base64::Engine;
 use hmac::Mac;
@@ -171,20 +171,31 @@ impl Room {
 
     async fn handle(&mut self, stanza: Stanza) {
         let Some(from) = stanza.from.clone() else { return };
+        let nick = stanza.to.as_ref().and_then(|t| t.resource()).map(|r| r.as_str().to_owned());
+        if stanza.kind == StanzaKind::Iq && !stanza.iq_type().is_some_and(IqType::is_request) {
+            // Only answers to IQs forwarded to occupants come to a nick
+            // (a vCard's from the account's bare JID).
+            if let Some(nick) = nick {
+                self.iq_answer(stanza, &from, &nick).await;
+            }
+            return;
+        }
         let Ok(from) = from.try_into_full() else {
             // Occupants are sessions; a bare sender (a server) gets an error.
             return self.server.bounce(&stanza, StanzaError::bad_request());
         };
-        let nick = stanza.to.as_ref().and_then(|t| t.resource()).map(|r| r.as_str().to_owned());
         match stanza.kind {
             StanzaKind::Presence => self.presence(stanza, from, nick).await,
             StanzaKind::Message => self.message(stanza, from, nick).await,
-            StanzaKind::Iq => {
-                if stanza.iq_type().is_some_and(IqType::is_request) {
+            StanzaKind::Iq => match nick {
+                Some(nick) if !self.is_self_ping(&stanza, &from, &nick) => {
+                    self.iq_to_occupant(stanza, &from, &nick).await
+                }
+                _ => {
                     let result = self.iq(&stanza, &from, nick.as_deref()).await;
                     self.server.answer_iq(&stanza, result);
                 }
-            }
+            },
         }
     }
 
@@ -224,22 +235,35 @@ impl Room {
         element("occupant-id", NS_OCCUPANT_ID, &[("id", &id)])
     }
 
-    fn publish_name(&self) {
+    /// The name disco#items lists the room by, if it is public.
+    fn listed_name(&self) -> Option<String> {
         let config = &self.state.config;
-        let listed = config.public.then(|| {
+        config.public.then(|| {
             if config.name.is_empty() {
                 self.jid.node().map(|n| n.to_string()).unwrap_or_default()
             } else {
                 config.name.clone()
             }
-        });
-        *self.public_name.lock().expect("room name lock") = listed;
+        })
     }
 
+    fn publish_name(&self) {
+        *self.public_name.lock().expect("room name lock") = self.listed_name();
+    }
+
+    /// Saves a persistent room (deletes one that no longer is), and its
+    /// entry in the service's directory of rooms that are not running.
     async fn persist(&self) {
         let (domain, name) = (self.jid.domain().as_str(), self.jid.node().map_or("", |n| n.as_str()));
-        let value = self.state.config.persistent.then(|| toml::to_string(&self.state).expect("serialisable room"));
-        if let Err(e) = self.server.store.set_data(domain, name, STORE, "room", value.as_deref()).await {
+        let persistent = self.state.config.persistent;
+        let value = persistent.then(|| toml::to_string(&self.state).expect("serialisable room"));
+        let listed = self.listed_name().filter(|_| persistent);
+        let store = &self.server.store;
+        let saved = match store.set_data(domain, name, STORE, "room", value.as_deref()).await {
+            Ok(()) => store.set_data(domain, "", DIRECTORY, name, listed.as_deref()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
             tracing::error!(room = %self.jid, error = %e, "room not saved");
         }
     }
@@ -315,9 +339,9 @@ impl Room {
         match (stanza.type_.as_deref(), current) {
             // §7.14: leaving.
             (Some("unavailable"), Some(index)) => self.remove(index, &[], None).await,
-            (Some("error"), Some(index)) => {
-                self.occupants.remove(index);
-            }
+            // §11 (333): the occupant's session is gone (its server
+            // bounced what the room sent): the others see it leave.
+            (Some("error"), Some(index)) => self.remove(index, &[Status::ServiceErrorKick], None).await,
             (Some(_), _) => {}
             (None, Some(index)) => match nick {
                 // §7.6: a nick change.
@@ -469,11 +493,6 @@ impl Room {
         if let Some(invite) = stanza.el.get_child("x", ns::MUC_USER).and_then(|x| x.get_child("invite", ns::MUC_USER)) {
             return self.invite(&stanza, index, invite.clone()).await;
         }
-        if !stanza.is_type("groupchat") {
-            return self
-                .server
-                .bounce(&stanza, StanzaError::bad_request().with_text("messages to the room are groupchat"));
-        }
         let occupant = &mut self.occupants[index];
         let now = Instant::now();
         if now.duration_since(occupant.sent.0) >= Duration::from_secs(60) {
@@ -484,6 +503,14 @@ impl Room {
             return self
                 .server
                 .bounce(&stanza, StanzaError::resource_constraint().with_text("too many messages; slow down"));
+        }
+        if let Some(request) = VoiceRequest::from_message(&stanza.el) {
+            return self.voice_request(&stanza, index, request).await;
+        }
+        if !stanza.is_type("groupchat") {
+            return self
+                .server
+                .bounce(&stanza, StanzaError::bad_request().with_text("messages to the room are groupchat"));
         }
         // §7.4: visitors in a moderated room have no voice.
         if self.occupants[index].role == Role::Visitor {
@@ -508,6 +535,42 @@ impl Room {
             self.retract_archived(&id, Retraction::ByAuthor(&author)).await;
         }
         self.broadcast_message(stanza.el, index, subject.is_none() || has_body).await;
+    }
+
+    /// §7.13: a visitor asks for voice, and the moderators get the §8.6
+    /// approval form; a moderator's approving answer grants it (§8.3).
+    async fn voice_request(&mut self, stanza: &Stanza, index: usize, request: VoiceRequest) {
+        match request {
+            VoiceRequest::Ask => {
+                let asker = &self.occupants[index];
+                if asker.role != Role::Visitor {
+                    return self
+                        .server
+                        .bounce(stanza, StanzaError::not_acceptable().with_text("you have voice already"));
+                }
+                let form: Element = VoiceRequest::approval_form(&asker.jid, &asker.nick).into();
+                for moderator in self.occupants.iter().filter(|o| o.role == Role::Moderator) {
+                    let mut message =
+                        element("message", ns::CLIENT, &[("from", self.jid.as_str()), ("to", moderator.jid.as_str())]);
+                    message.append_child(form.clone());
+                    self.send(message).await;
+                }
+            }
+            VoiceRequest::Answer { nick, allow } => {
+                if self.occupants[index].role != Role::Moderator {
+                    return self
+                        .server
+                        .bounce(stanza, StanzaError::forbidden().with_text("only moderators answer voice requests"));
+                }
+                let Some(target) = self.by_nick(&nick) else {
+                    return self.server.bounce(stanza, StanzaError::item_not_found().with_text("no such occupant"));
+                };
+                if allow && self.occupants[target].role == Role::Visitor {
+                    self.occupants[target].role = Role::Participant;
+                    self.broadcast_presence(target, &[]).await;
+                }
+            }
+        }
     }
 
     /// XEP-0425 §3: a moderator retracts a message by the room's stanza id.
@@ -711,6 +774,49 @@ impl Room {
 
     // ------------------------------------------------------------ IQs
 
+    /// XEP-0410 §3: a ping to one's own occupant JID (or from outside the
+    /// room) is the room's to answer; other pings go to the occupant.
+    fn is_self_ping(&self, stanza: &Stanza, from: &FullJid, nick: &str) -> bool {
+        stanza.payload().is_some_and(|p| p.is("ping", NS_PING))
+            && self.occupant(from).is_none_or(|i| self.occupants[i].nick == nick)
+    }
+
+    /// §17.4 (IQ rule 3): an IQ to an occupant JID goes on to the
+    /// occupant's real JID from the sender's occupant JID, so that neither
+    /// learns the other's real JID. vCard requests go to the account's bare
+    /// JID, where vCards are answered (avatars in rooms, XEP-0153).
+    async fn iq_to_occupant(&self, stanza: Stanza, from: &FullJid, nick: &str) {
+        let Some(sender) = self.occupant(from) else {
+            return self.server.bounce(&stanza, StanzaError::not_acceptable().with_text("join the room first"));
+        };
+        let Some(target) = self.by_nick(nick) else {
+            return self.server.bounce(&stanza, StanzaError::item_not_found().with_text("no such occupant"));
+        };
+        let real = &self.occupants[target].jid;
+        let to = if stanza.payload().is_some_and(|p| p.is("vCard", ns::VCARD)) {
+            real.to_bare().to_string()
+        } else {
+            real.to_string()
+        };
+        let mut el = stanza.el;
+        set_attr(&mut el, "from", self.occupant_jid(&self.occupants[sender].nick).to_string());
+        set_attr(&mut el, "to", to);
+        self.send(el).await;
+    }
+
+    /// The answer to an IQ forwarded by [`Self::iq_to_occupant`]: back to
+    /// the asking occupant, from the answering occupant's JID.
+    async fn iq_answer(&self, stanza: Stanza, from: &Jid, nick: &str) {
+        let answering = self.occupants.iter().find(|o| {
+            o.jid.as_str() == from.as_str() || (from.resource().is_none() && o.jid.to_bare().as_str() == from.as_str())
+        });
+        let (Some(answering), Some(asker)) = (answering, self.by_nick(nick)) else { return };
+        let mut el = stanza.el;
+        set_attr(&mut el, "from", self.occupant_jid(&answering.nick).to_string());
+        set_attr(&mut el, "to", self.occupants[asker].jid.to_string());
+        self.send(el).await;
+    }
+
     async fn iq(
         &mut self,
         stanza: &Stanza,
@@ -720,14 +826,12 @@ impl Room {
         let payload = stanza.payload().ok_or_else(StanzaError::bad_request)?;
         let namespace = payload.ns();
         if let Some(nick) = nick {
-            // XEP-0410 §3: a self-ping answers whether the sender is joined with that nick.
-            if payload.is("ping", NS_PING) {
-                return match self.occupant(from) {
-                    Some(i) if self.occupants[i].nick == nick => Ok(None),
-                    _ => Err(StanzaError::not_acceptable().with_text("not joined with that nickname")),
-                };
-            }
-            return Err(StanzaError::service_unavailable());
+            // XEP-0410 §3: a self-ping answers whether the sender is joined
+            // with that nick (other IQs to a nick were forwarded).
+            return match self.occupant(from) {
+                Some(i) if self.occupants[i].nick == nick => Ok(None),
+                _ => Err(StanzaError::not_acceptable().with_text("not joined with that nickname")),
+            };
         }
         match (stanza.iq_type(), namespace.as_str()) {
             (Some(IqType::Get), ns::DISCO_INFO) => Ok(Some(self.disco_info())),
