@@ -194,7 +194,9 @@ impl<F: Framing> Conn<F> {
                 }
                 event = self.framing.next_event() => {
                     timer.as_mut().reset(Instant::now() + idle);
-                    self.handle_event(bound, event?).await?;
+                    // Boxed here and below: handling a stanza (routing, hooks) is
+                    // rarely in flight, and inline it would size every idle task.
+                    Box::pin(self.handle_event(bound, event?)).await?;
                     self.handle_buffered(bound).await?;
                     self.framing.flush().await?;
                 }
@@ -206,7 +208,7 @@ impl<F: Framing> Conn<F> {
     /// Handles the events already read, without waiting for more.
     async fn handle_buffered(&mut self, bound: &mut Bound) -> Flow<()> {
         while let Some(event) = self.framing.buffered_event() {
-            self.handle_event(bound, event).await?;
+            Box::pin(self.handle_event(bound, event)).await?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use starling_proto::{ns, BareJid, Element, FullJid, Stanza, StanzaError};
 use starling_sasl::ht::HtMechanism;
 use starling_sasl::{decode_base64, encode_base64, ChannelBindings, Failure, HashAlg, Mechanism, ServerSession, Step};
 use starling_xmlstream::StreamEvent;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -58,9 +59,13 @@ impl ClientService {
 
     /// Runs one client connection to its end (and its session's, unless
     /// another connection resumes it).
-    pub async fn run<F: Framing>(self: &Arc<Self>, framing: F) {
+    ///
+    /// Not an `async fn`: its future would keep the `Conn` it builds beside
+    /// the one moved into `conn.run()` (rustc#62958), in every idle
+    /// session's task.
+    pub fn run<F: Framing>(self: &Arc<Self>, framing: F) -> impl Future<Output = ()> + use<F> {
         let conn = Conn { service: self.clone(), framing, host: None, password_checked: false };
-        conn.run().await
+        conn.run()
     }
 }
 
@@ -131,17 +136,20 @@ impl<F: Framing> Conn<F> {
         };
         let mut bound = match negotiated {
             Ok(bound) => bound,
-            Err(end) => return self.close(end).await,
+            Err(end) => return Box::pin(self.close(end)).await,
         };
         let exit = self.serve(&mut bound).await;
+        // What follows the session is boxed (closing holds the connection
+        // by value, hibernation the session): inline, those states would
+        // size the task of every idle session serving above.
         let end = match exit {
             Exit::TakenOver(reply) => {
                 let resumed = reply.send(Box::new(bound));
                 // XEP-0198 §5: the old stream of a resumed session gets a conflict.
-                self.close(End::error_text("conflict", "the session was resumed on another stream")).await;
+                Box::pin(self.close(End::error_text("conflict", "the session was resumed on another stream"))).await;
                 if let Err(bound) = resumed {
                     // The resuming connection is gone too: the session waits again.
-                    service.after_connection(*bound, End::Gone).await;
+                    Box::pin(service.after_connection(*bound, End::Gone)).await;
                 }
                 return;
             }
@@ -149,13 +157,13 @@ impl<F: Framing> Conn<F> {
         };
         let lost = matches!(&end, End::Gone) || matches!(&end, End::Error(f) if f.condition == "connection-timeout");
         if lost {
-            self.close(end).await;
-            service.after_connection(bound, End::Gone).await;
+            Box::pin(self.close(end)).await;
+            Box::pin(service.after_connection(bound, End::Gone)).await;
         } else {
             // The session is over before the client sees our closing tag: a
             // client (or test) that got it knows the server is done with it.
-            service.after_connection(bound, End::PeerClosed).await;
-            self.close(end).await;
+            Box::pin(service.after_connection(bound, End::PeerClosed)).await;
+            Box::pin(self.close(end)).await;
         }
     }
 
