@@ -9,6 +9,7 @@ use crate::framing::{End, Flow, Framing, Sink};
 use crate::session::{Conn, Sasl2Done, SaslSuccess};
 use crate::{bound, features, sm};
 use sha2::{Digest, Sha256};
+use starling_core::module::IqTarget;
 use starling_core::Server;
 use starling_proto::xml::{element, set_attr, text_element};
 use starling_proto::{ns, Element, Stanza};
@@ -221,7 +222,7 @@ impl<F: Framing> Conn<F> {
                 set_attr(&mut iq, "from", bound.handle.jid.as_str());
                 iq.append_child(inline.clone());
                 if let Ok(stanza) = Stanza::from_element(iq, ns::CLIENT) {
-                    let _ = service.server.inline_iq(stanza).await;
+                    let _ = service.server.inline_iq(stanza, IqTarget::Host).await;
                 }
             }
         }

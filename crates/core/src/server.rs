@@ -379,11 +379,13 @@ impl Server {
         handler(IqRequest { server: self.clone(), stanza: stanza.clone(), stream: None }).await
     }
 
-    /// Runs the handler of an IQ a session makes of its own server while it
-    /// is being set up (XEP-0386 Bind 2 inline features, e.g. enabling
-    /// carbons) and returns its outcome instead of sending a reply.
-    pub async fn inline_iq(self: &Arc<Self>, stanza: Stanza) -> IqResult {
-        self.run_iq_handler(&stanza, IqTarget::Host).await
+    /// Runs the handler an IQ would reach at `target` and returns its
+    /// outcome instead of sending a reply: for a session being set up
+    /// (XEP-0386 Bind 2 inline features, e.g. enabling carbons) and for a
+    /// module asking another on an account's behalf (XEP-0049 bookmarks kept
+    /// in PEP).
+    pub async fn inline_iq(self: &Arc<Self>, stanza: Stanza, target: IqTarget) -> IqResult {
+        self.run_iq_handler(&stanza, target).await
     }
 
     /// Answers an IQ a client sent before authenticating (XEP-0077

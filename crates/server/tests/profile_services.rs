@@ -1,5 +1,6 @@
 //! Scripted conversations for the profile and information services:
-//! XEP-0054 vCards with XEP-0153 avatar hashes, XEP-0049 private storage,
+//! XEP-0054 vCards with XEP-0153 avatar hashes, XEP-0049 private storage
+//! and its bookmarks as PEP native bookmarks (XEP-0402 `#compat`),
 //! XEP-0012 last activity, XEP-0157 contact addresses (an XEP-0128 disco
 //! form) and XEP-0115 caps as a stream feature, against the real binary.
 
@@ -246,6 +247,88 @@ async fn private_storage_set_get_and_refusals() {
         .await
         .unwrap();
     assert!(out.contains("<defaultnick>Hamlet</defaultnick>"), "{out}");
+}
+
+fn private_bookmarks(id: &str, inner: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>{inner}</storage></query></iq>")
+}
+
+const BOOKMARK_ITEMS: &str =
+    "<iq type='get' id='items'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>";
+
+#[tokio::test]
+async fn bookmarks_in_private_storage_and_pep_are_one_list() {
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut native = server.login("alice", "new").await.unwrap();
+    let mut legacy = server.login("alice", "old").await.unwrap();
+
+    // XEP-0402 §6: the account says it unifies both.
+    let info = native
+        .request(
+            "<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d",
+        )
+        .await
+        .unwrap();
+    assert!(info.contains("var='urn:xmpp:bookmarks:1#compat'"), "{info}");
+
+    // §3.3: a native client adds a room (with a payload extension of its own).
+    let publish = "<iq type='set' id='p'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+        <publish node='urn:xmpp:bookmarks:1'><item id='tea@conference.localhost'>\
+        <conference xmlns='urn:xmpp:bookmarks:1' name='Tea' autojoin='true'><nick>Al</nick>\
+        <extensions><state xmlns='urn:example:client'/></extensions></conference></item></publish>\
+        <publish-options><x xmlns='jabber:x:data' type='submit'>\
+        <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+        <field var='pubsub#persist_items'><value>true</value></field>\
+        <field var='pubsub#max_items'><value>max</value></field>\
+        <field var='pubsub#send_last_published_item'><value>never</value></field>\
+        <field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options></pubsub></iq>";
+    assert!(native.request(publish, "p").await.unwrap().contains("type='result'"));
+
+    // §5.3: a XEP-0049 client reads it as XEP-0048 storage.
+    let get =
+        "<iq type='get' id='g'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>";
+    let read = legacy.request(get, "g").await.unwrap();
+    assert!(
+        read.contains("jid='tea@conference.localhost'")
+            && read.contains("name='Tea'")
+            && read.contains("autojoin='true'")
+            && read.contains("<nick>Al</nick>"),
+        "{read}"
+    );
+
+    // §5.3.2: its write becomes the node's items: tea unchanged (so its
+    // extension stays), coffee added; a web page is kept in private storage.
+    let write = private_bookmarks(
+        "w1",
+        "<conference jid='tea@conference.localhost' name='Tea' autojoin='true'><nick>Al</nick></conference>\
+         <conference jid='coffee@conference.localhost' name='Coffee'/><url name='Home' url='https://example.org/'/>",
+    );
+    assert!(legacy.request(&write, "w1").await.unwrap().contains("type='result'"));
+    let items = native.request(BOOKMARK_ITEMS, "items").await.unwrap();
+    assert!(
+        items.contains("id='coffee@conference.localhost'") && items.contains("<state xmlns='urn:example:client'"),
+        "{items}"
+    );
+    // Dropping tea from the list retracts it.
+    let write = private_bookmarks(
+        "w2",
+        "<conference jid='coffee@conference.localhost' name='Coffee'/><url name='Home' url='https://example.org/'/>",
+    );
+    assert!(legacy.request(&write, "w2").await.unwrap().contains("type='result'"));
+    let items = native.request(&BOOKMARK_ITEMS.replace("'items'", "'items2'"), "items2").await.unwrap();
+    assert!(items.contains("id='coffee@conference.localhost'") && !items.contains("tea@"), "{items}");
+    let read = legacy.request(&get.replace("'g'", "'g2'"), "g2").await.unwrap();
+    assert!(
+        read.contains("coffee@") && !read.contains("tea@") && read.contains("url='https://example.org/'"),
+        "{read}"
+    );
+
+    // XEP-0223: the node is private to its owner.
+    let mut bob = server.login("bob", "phone").await.unwrap();
+    let stranger =
+        bob.request(&BOOKMARK_ITEMS.replace("id='items'", "id='b' to='alice@localhost'"), "b").await.unwrap();
+    assert!(stranger.contains("type='error'") && !stranger.contains("coffee@"), "{stranger}");
 }
 
 #[tokio::test]

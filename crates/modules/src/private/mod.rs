@@ -1,12 +1,16 @@
 //! XEP-0049: Private XML Storage. A user keeps arbitrary XML fragments on the
 //! server, each under the (element name, namespace) of its root, readable
-//! and writable by that user only.
+//! and writable by that user only. Bookmarks (`storage:bookmarks`) are also
+//! the account's PEP native bookmarks (`bookmarks`, XEP-0402 `#compat`).
+
+mod bookmarks;
 
 use crate::store::{account, store_error};
 use serde::Deserialize;
 use starling_core::module::{IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError};
-use starling_proto::{ns, BareJid, Element, IqType, StanzaError};
+use starling_proto::xmpp_parsers::bookmarks::Storage;
+use starling_proto::{ns, BareJid, Element, IqType, Jid, StanzaError};
 use std::collections::HashSet;
 
 /// `account_data` store name; keys are `{namespace}name` (Clark notation).
@@ -36,6 +40,7 @@ impl Module for Private {
     fn load(config: PrivateConfig, ctx: &mut ModuleContext) -> Result<Self, ModuleError> {
         // Not required by the XEP, but what clients look for.
         ctx.add_feature(ns::PRIVATE);
+        ctx.add_account_feature(bookmarks::COMPAT);
         ctx.handle_iq(IqTarget::Account, IqType::Get, ns::PRIVATE, get);
         ctx.handle_iq(IqTarget::Account, IqType::Set, ns::PRIVATE, move |req| set(req, config));
         Ok(Private)
@@ -88,7 +93,19 @@ async fn get(req: IqRequest) -> IqResult {
     let mut query = Element::bare("query", ns::PRIVATE);
     for fragment in fragments {
         let stored = req.server.store.get_data(host, user, STORE, &key(fragment)).await.map_err(store_error)?;
-        match stored.map(|xml| xml.parse::<Element>()) {
+        let parsed = stored.map(|xml| xml.parse::<Element>());
+        if fragment.is("storage", bookmarks::LEGACY) {
+            if let Some(rooms) = bookmarks::read(&req.server, requester(&req)?).await? {
+                // The rooms are PEP's; web-page bookmarks only this copy has.
+                let urls = match &parsed {
+                    Some(Ok(el)) => Storage::try_from(el.clone()).map(|s| s.urls).unwrap_or_default(),
+                    _ => vec![],
+                };
+                query.append_child(Storage { conferences: rooms, urls }.into());
+                continue;
+            }
+        }
+        match parsed {
             Some(Ok(el)) => query.append_child(el),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "stored private XML does not parse");
@@ -106,6 +123,7 @@ async fn get(req: IqRequest) -> IqResult {
 async fn set(req: IqRequest, config: PrivateConfig) -> IqResult {
     let (owner, fragments) = check(&req)?;
     let (host, user) = account(&owner);
+    let legacy_bookmarks = fragments.iter().find(|f| f.is("storage", bookmarks::LEGACY)).copied();
     let mut writes = Vec::with_capacity(fragments.len());
     for fragment in fragments {
         let empty = fragment.nodes().next().is_none() && fragment.attrs().iter().next().is_none();
@@ -129,10 +147,20 @@ async fn set(req: IqRequest, config: PrivateConfig) -> IqResult {
             return Err(StanzaError::not_acceptable().with_text(text));
         }
     }
+    // Bookmarks go to PEP first: what it refuses is not stored either.
+    if let Some(fragment) = legacy_bookmarks {
+        let storage = Storage::try_from(fragment.clone())
+            .map_err(|e| StanzaError::bad_request().with_text(format!("storage:bookmarks: {e}")))?;
+        bookmarks::write(&req.server, requester(&req)?, &storage).await?;
+    }
     for (key, xml) in &writes {
         req.server.store.set_data(host, user, STORE, key, xml.as_deref()).await.map_err(store_error)?;
     }
     Ok(None)
+}
+
+fn requester(req: &IqRequest) -> Result<&Jid, StanzaError> {
+    req.stanza.from.as_ref().ok_or_else(StanzaError::service_unavailable)
 }
 
 #[cfg(test)]
