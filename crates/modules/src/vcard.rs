@@ -6,7 +6,10 @@
 //! presence broadcasts as `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>`
 //! (XEP-0153 §3.1), unless the client put its own `<x/>` there. Hashes of
 //! online accounts are cached; the vCard itself is read from the store.
+//! An avatar published through PEP (XEP-0084) becomes the vCard's PHOTO
+//! (XEP-0398), so that those who read vCards (group chats) see it too.
 
+use crate::pubsub::own_pep_request;
 use crate::store::{account, store_error};
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -17,11 +20,18 @@ use sha1::{Digest, Sha1};
 use starling_core::module::{HookPoint, HookResult, IqRequest, IqResult, IqTarget};
 use starling_core::{Module, ModuleContext, ModuleError, Server};
 use starling_proto::xml::text_element;
-use starling_proto::{ns, BareJid, Element, IqType, Stanza, StanzaError};
+use starling_proto::xmpp_parsers::avatar::{Data, Info, Metadata};
+use starling_proto::xmpp_parsers::ns as xns;
+use starling_proto::xmpp_parsers::pubsub::owner::{Owner, Payload};
+use starling_proto::xmpp_parsers::pubsub::pubsub::{Item, Items};
+use starling_proto::xmpp_parsers::pubsub::{ItemId, NodeName, PubSub};
+use starling_proto::{ns, BareJid, Element, IqType, Jid, Stanza, StanzaError, StanzaKind};
 use std::sync::Arc;
 
 /// `account_data` store name; one value per account, key "".
 const STORE: &str = "vcard";
+/// XEP-0398 §2: announced on the account.
+const PEP_VCARD_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
 
 pub struct VCard;
 
@@ -65,6 +75,15 @@ impl Module for VCard {
         ctx.handle_iq(IqTarget::Account, IqType::Set, ns::VCARD, move |req| set(req, max_bytes, a.clone()));
         let a = avatars.clone();
         ctx.decorate_presence(move |server, presence| decorate(server, presence, a.clone()));
+        ctx.add_account_feature(PEP_VCARD_CONVERSION);
+        let a = avatars.clone();
+        ctx.hook(HookPoint::Outbound(StanzaKind::Iq), 0, move |server, stanza| {
+            let a = a.clone();
+            async move {
+                avatar_published(&server, &stanza, &a).await;
+                HookResult::Continue
+            }
+        });
         ctx.hook(HookPoint::AccountOffline, 0, move |_, stanza| {
             if let Some(from) = &stanza.from {
                 avatars.remove(&from.to_bare());
@@ -133,6 +152,99 @@ async fn set(req: IqRequest, max_bytes: usize, avatars: Avatars) -> IqResult {
     Ok(None)
 }
 
+/// XEP-0398 §3: a PEP avatar (XEP-0084) becomes the vCard's PHOTO. Done as
+/// the owner's metadata publish passes, before PEP stores it: the data item
+/// it points at was published first (XEP-0084 §4.1). Empty metadata (§4.2:
+/// avatar disabled) removes the PHOTO.
+async fn avatar_published(server: &Arc<Server>, stanza: &Stanza, avatars: &Avatars) {
+    let Some(owner) = stanza.from.as_ref() else { return };
+    if !stanza.is_type("set") || stanza.to.as_ref().is_some_and(|to| to.to_bare() != owner.to_bare()) {
+        return;
+    }
+    let Some(Ok(PubSub::Publish { publish, .. })) =
+        stanza.payload().filter(|p| p.is("pubsub", xns::PUBSUB)).map(|p| PubSub::try_from(p.clone()))
+    else {
+        return;
+    };
+    if publish.node.0 != xns::AVATAR_METADATA {
+        return;
+    }
+    let Some(metadata) = publish.items.into_iter().find_map(|item| Metadata::try_from(item.payload?).ok()) else {
+        return;
+    };
+    let photo = if metadata.infos.is_empty() {
+        None
+    } else {
+        // §3: the image held here, not one at a URL.
+        let Some(info) = metadata.infos.iter().find(|i| i.url.is_none()) else { return };
+        match avatar_data(server, owner, info).await {
+            Some(image) => Some((info.type_.clone(), image)),
+            None => return,
+        }
+    };
+    if let Err(e) = replace_photo(server, &owner.to_bare(), photo, avatars).await {
+        tracing::warn!(%owner, error = %e, "PEP avatar not copied to the vCard");
+    }
+}
+
+/// The image `info` describes, from the data node: only when that node is
+/// world-readable (§6: a vCard is), and when its SHA-1 is the id (§3).
+async fn avatar_data(server: &Arc<Server>, owner: &Jid, info: &Info) -> Option<Vec<u8>> {
+    let configure =
+        Owner { payload: Payload::Configure { node: Some(NodeName(xns::AVATAR_DATA.to_owned())), form: None } };
+    let config = own_pep_request(server, owner, "get", configure.into()).await.ok()??;
+    let open = match Owner::try_from(config).ok()?.payload {
+        Payload::Configure { form: Some(form), .. } => form
+            .fields
+            .iter()
+            .any(|f| f.var.as_deref() == Some("pubsub#access_model") && f.values.first().is_some_and(|v| v == "open")),
+        _ => false,
+    };
+    if !open {
+        return None;
+    }
+    let id = info.id.to_hex();
+    let mut query = Items::new(xns::AVATAR_DATA);
+    query.items = vec![Item { id: Some(ItemId(id.clone())), publisher: None, payload: None }];
+    let answer = own_pep_request(server, owner, "get", PubSub::Items(query).into()).await.ok()??;
+    let PubSub::Items(items) = PubSub::try_from(answer).ok()? else { return None };
+    let data = items.items.into_iter().find_map(|item| Data::try_from(item.payload?).ok())?.data;
+    (sha1_hex(&data) == id).then_some(data)
+}
+
+/// Stores the vCard with `photo` (type, image) as its only PHOTO, or none.
+async fn replace_photo(
+    server: &Arc<Server>,
+    owner: &BareJid,
+    photo: Option<(String, Vec<u8>)>,
+    avatars: &Avatars,
+) -> Result<(), StanzaError> {
+    let current = load(server, owner).await?.unwrap_or_else(|| Element::bare("vCard", ns::VCARD));
+    let mut vcard = Element::bare("vCard", ns::VCARD);
+    for child in current.children().filter(|c| !c.is("PHOTO", ns::VCARD)) {
+        vcard.append_child(child.clone());
+    }
+    let avatar = match photo {
+        Some((type_, image)) => {
+            let mut el = Element::bare("PHOTO", ns::VCARD);
+            el.append_child(text_element("TYPE", ns::VCARD, type_));
+            el.append_child(text_element(
+                "BINVAL",
+                ns::VCARD,
+                base64::engine::general_purpose::STANDARD.encode(&image),
+            ));
+            vcard.append_child(el);
+            Avatar::Photo(sha1_hex(&image))
+        }
+        None => Avatar::NoPhoto,
+    };
+    let (host, user) = account(owner);
+    let xml = String::from(&vcard);
+    server.store.set_data(host, user, STORE, "", Some(&xml)).await.map_err(store_error)?;
+    avatars.insert(owner.clone(), avatar);
+    Ok(())
+}
+
 /// Base64 as clients send it: whitespace is stripped first (XEP-0153 §4.6),
 /// padding is optional.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -154,8 +266,12 @@ fn avatar_of(vcard: &Element) -> Result<Avatar, StanzaError> {
     let image = BASE64
         .decode(text)
         .map_err(|_| StanzaError::bad_request().with_text("PHOTO/BINVAL is not base64 (XEP-0153 §4.6)"))?;
-    let hash = Sha1::digest(image).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Avatar::Photo(hash))
+    Ok(Avatar::Photo(sha1_hex(&image)))
+}
+
+/// §3.1: avatars are named by the lower-case hex SHA-1 of the image bytes.
+fn sha1_hex(image: &[u8]) -> String {
+    Sha1::digest(image).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `<x xmlns='vcard-temp:x:update'/>` for an available presence

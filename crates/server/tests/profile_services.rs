@@ -1,6 +1,7 @@
 //! Scripted conversations for the profile and information services:
 //! XEP-0054 vCards with XEP-0153 avatar hashes, XEP-0049 private storage
-//! and its bookmarks as PEP native bookmarks (XEP-0402 `#compat`),
+//! and its bookmarks as PEP native bookmarks (XEP-0402 `#compat`), PEP
+//! avatars copied into vCards (XEP-0398),
 //! XEP-0012 last activity, XEP-0157 contact addresses (an XEP-0128 disco
 //! form) and XEP-0115 caps as a stream feature, against the real binary.
 
@@ -145,6 +146,98 @@ async fn vcard_photo_hash_is_added_to_presence() {
     // Image data that is not base64 is refused.
     let out = alice.request(&vcard_set("a3", "<PHOTO><BINVAL>not*base64</BINVAL></PHOTO>"), "a3").await.unwrap();
     assert!(out.contains("<bad-request "), "{out}");
+}
+
+/// A PEP publish of `payload` to `node` with `pubsub#access_model` = `access`.
+fn pep_publish(id: &str, node: &str, item: &str, payload: &str, access: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='{node}'><item id='{item}'>{payload}</item></publish>\
+         <publish-options><x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         <field var='pubsub#access_model'><value>{access}</value></field></x></publish-options></pubsub></iq>"
+    )
+}
+
+#[tokio::test]
+async fn pep_avatar_becomes_the_vcard_photo() {
+    let server = TestServer::builder(BIN).with_users(&[("alice", "secret"), ("bob", "secret")]).unwrap();
+    let mut alice = server.login("alice", "home").await.unwrap();
+    let mut bob = server.login("bob", "phone").await.unwrap();
+    let vcard_of_alice = "<iq type='get' id='v' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>";
+
+    // XEP-0398 §2: announced on the account.
+    let info = alice
+        .request(
+            "<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "d",
+        )
+        .await
+        .unwrap();
+    assert!(info.contains("var='urn:xmpp:pep-vcard-conversion:0'"), "{info}");
+    assert!(alice.request(&vcard_set("n", "<FN>Alice</FN>"), "n").await.unwrap().contains("type='result'"));
+
+    // XEP-0084 §4.1: data, then metadata; §6 of XEP-0398: only a world-readable
+    // avatar is copied, so one with the default (presence) access is not.
+    let data = format!("<data xmlns='urn:xmpp:avatar:data'>{PHOTO}</data>");
+    let metadata = format!(
+        "<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='5' id='{PHOTO_SHA1}' type='image/png'/></metadata>"
+    );
+    let publish_data = pep_publish("p1", "urn:xmpp:avatar:data", PHOTO_SHA1, &data, "presence");
+    assert!(alice.request(&publish_data, "p1").await.unwrap().contains("type='result'"));
+    let publish_metadata = pep_publish("p2", "urn:xmpp:avatar:metadata", PHOTO_SHA1, &metadata, "presence");
+    assert!(alice.request(&publish_metadata, "p2").await.unwrap().contains("type='result'"));
+    let vcard = bob.request(vcard_of_alice, "v").await.unwrap();
+    assert!(vcard.contains("<FN>Alice</FN>") && !vcard.contains("<PHOTO"), "{vcard}");
+
+    // §3: an open avatar becomes the PHOTO (the rest of the vCard kept), and
+    // its hash goes into alice's presence (XEP-0153).
+    let open = |id: &str, node: &str, payload: &str| pep_publish(id, node, PHOTO_SHA1, payload, "open");
+    let reconfigure = |id: &str, node: &str| {
+        format!(
+            "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='{node}'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+             <value>http://jabber.org/protocol/pubsub#node_config</value></field>\
+             <field var='pubsub#access_model'><value>open</value></field></x></configure></pubsub></iq>"
+        )
+    };
+    for (id, node) in [("c1", "urn:xmpp:avatar:data"), ("c2", "urn:xmpp:avatar:metadata")] {
+        assert!(alice.request(&reconfigure(id, node), id).await.unwrap().contains("type='result'"));
+    }
+    assert!(alice
+        .request(&open("p3", "urn:xmpp:avatar:metadata", &metadata), "p3")
+        .await
+        .unwrap()
+        .contains("type='result'"));
+    let vcard = bob.request(&vcard_of_alice.replace("'v'", "'v2'"), "v2").await.unwrap();
+    assert!(
+        vcard.contains("<FN>Alice</FN>")
+            && vcard.contains(&format!("<BINVAL>{PHOTO}</BINVAL>"))
+            && vcard.contains("<TYPE>image/png</TYPE>"),
+        "{vcard}"
+    );
+    alice.send("<presence/>").await.unwrap();
+    let own = alice.expect("</presence>").await.unwrap();
+    assert!(own.contains(&format!("<photo>{PHOTO_SHA1}</photo>")), "{own}");
+
+    // A metadata item whose id is not the image's hash is not copied; empty
+    // metadata (avatar disabled, XEP-0084 §4.2) removes the PHOTO.
+    let wrong = metadata.replace(PHOTO_SHA1, "0000000000000000000000000000000000000000");
+    assert!(alice
+        .request(&open("p4", "urn:xmpp:avatar:metadata", &wrong), "p4")
+        .await
+        .unwrap()
+        .contains("type='result'"));
+    let vcard = bob.request(&vcard_of_alice.replace("'v'", "'v3'"), "v3").await.unwrap();
+    assert!(vcard.contains(&format!("<BINVAL>{PHOTO}</BINVAL>")), "{vcard}");
+    let disabled = "<metadata xmlns='urn:xmpp:avatar:metadata'/>";
+    assert!(alice
+        .request(&open("p5", "urn:xmpp:avatar:metadata", disabled), "p5")
+        .await
+        .unwrap()
+        .contains("type='result'"));
+    let vcard = bob.request(&vcard_of_alice.replace("'v'", "'v4'"), "v4").await.unwrap();
+    assert!(vcard.contains("<FN>Alice</FN>") && !vcard.contains("<PHOTO"), "{vcard}");
 }
 
 #[tokio::test]

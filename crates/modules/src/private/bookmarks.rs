@@ -7,15 +7,14 @@
 //! PEP service as the owner's own IQs, so pubsub's access rules, limits and
 //! notifications apply as if the client had sent them.
 
-use starling_core::module::IqTarget;
+use crate::pubsub::own_pep_request;
 use starling_core::Server;
-use starling_proto::xml::element;
 use starling_proto::xmpp_parsers::bookmarks::{Conference as LegacyConference, Storage};
 use starling_proto::xmpp_parsers::bookmarks2::Conference;
 use starling_proto::xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use starling_proto::xmpp_parsers::pubsub::pubsub::{Item, Items, Publish, PublishOptions, Retract};
 use starling_proto::xmpp_parsers::pubsub::{ItemId, NodeName, PubSub};
-use starling_proto::{ns, BareJid, Element, Jid, Stanza, StanzaError};
+use starling_proto::{BareJid, Element, Jid, StanzaError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -94,15 +93,7 @@ async fn items(server: &Arc<Server>, owner: &Jid) -> Result<Option<BTreeMap<Stri
 
 /// A pubsub request to the owner's PEP service, as the owner sends it.
 async fn pep(server: &Arc<Server>, owner: &Jid, type_: &str, payload: PubSub) -> Result<Option<PubSub>, StanzaError> {
-    let bare = owner.to_bare();
-    let mut iq = element(
-        "iq",
-        ns::CLIENT,
-        &[("type", type_), ("id", "bookmarks"), ("from", owner.as_str()), ("to", bare.as_str())],
-    );
-    iq.append_child(payload.into());
-    let stanza = Stanza::from_element(iq, ns::CLIENT).map_err(|_| StanzaError::internal_server_error())?;
-    let answer = server.inline_iq(stanza, IqTarget::Account).await?;
+    let answer = own_pep_request(server, owner, type_, payload.into()).await?;
     Ok(answer.and_then(|el: Element| PubSub::try_from(el).ok()))
 }
 

@@ -177,6 +177,21 @@ fn forget(state: &State, stanza: &Stanza) {
     }
 }
 
+/// A request of `owner` (a full JID) to its own PEP service, answered
+/// in-process: for modules that keep an account's data in PEP (XEP-0402
+/// bookmarks, XEP-0398 avatars). `service-unavailable` without this module.
+pub(crate) async fn own_pep_request(server: &Arc<Server>, owner: &Jid, type_: &str, payload: Element) -> IqResult {
+    let bare = owner.to_bare();
+    let mut iq = element(
+        "iq",
+        ns::CLIENT,
+        &[("type", type_), ("id", "internal"), ("from", owner.as_str()), ("to", bare.as_str())],
+    );
+    iq.append_child(payload);
+    let stanza = Stanza::from_element(iq, ns::CLIENT).map_err(|_| StanzaError::internal_server_error())?;
+    server.inline_iq(stanza, IqTarget::Account).await
+}
+
 /// The PEP service an IQ to an account (or to one's own, without `to`)
 /// addresses, and the requester.
 fn pep_service(req: &IqRequest) -> Result<(Service, Jid), StanzaError> {
