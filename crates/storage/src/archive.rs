@@ -200,8 +200,11 @@ const ROWS_PER_STATEMENT: usize = 32;
 /// archive is a copy of messages that are delivered or kept offline on
 /// their own, and an fsync per batch was a tenth of its cost; the WAL is
 /// checkpointed every 32 MiB instead of every 4 MiB, so an index page
-/// written by many batches is copied into the database once, not per batch.
-const WRITER_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192";
+/// written by many batches is copied into the database once, not per batch;
+/// and a page cache of 16 MiB (default 2 MiB) keeps the archive's indexes
+/// from being re-read from the file on every batch.
+const WRITER_PRAGMAS: &str =
+    "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -16384";
 
 /// Inserts in chunks of power-of-two sizes up to [`ROWS_PER_STATEMENT`]
 /// (six distinct statements, kept by the prepared-statement cache), each
