@@ -253,10 +253,17 @@ impl<F: Framing> Conn<F> {
         match stanza.kind {
             StanzaKind::Presence if stanza.to.is_none() => broadcast_presence(&server, bound, stanza).await,
             StanzaKind::Presence => {
-                match stanza.type_.as_deref() {
-                    None => bound.directed.insert(stanza.to.clone().expect("has to")),
-                    Some("unavailable") => bound.directed.remove(stanza.to.as_ref().expect("has to")),
-                    Some(_) => false,
+                let stanza = match stanza.type_.as_deref() {
+                    None => {
+                        bound.directed.insert(stanza.to.clone().expect("has to"));
+                        // XEP-0398 §4: a MUC join carries the avatar hash too.
+                        server.decorate_presence(stanza).await
+                    }
+                    Some("unavailable") => {
+                        bound.directed.remove(stanza.to.as_ref().expect("has to"));
+                        stanza
+                    }
+                    Some(_) => stanza,
                 };
                 server.route(stanza).await;
             }

@@ -315,9 +315,10 @@ impl ModuleContext {
         self.registered.disco_extensions.push((self.module, form));
     }
 
-    /// Runs `decorator` on each available presence broadcast a session sends
-    /// (no `to`, no `type`); a returned element is appended to the presence
-    /// before the server records and routes it.
+    /// Runs `decorator` on each available presence a session sends (no
+    /// `type`; broadcast, or directed such as a MUC join); a returned element
+    /// replaces the presence's child of the same name and namespace, or is
+    /// appended, before the server records and routes it.
     pub fn decorate_presence<F, Fut>(&mut self, decorator: F)
     where
         F: Fn(Arc<Server>, Arc<Stanza>) -> Fut + Send + Sync + 'static,

@@ -126,10 +126,10 @@ impl Server {
         HookResult::Continue
     }
 
-    /// Appends what the modules' presence decorators return to an available
-    /// presence broadcast (see `ModuleContext::decorate_presence`). The
-    /// session calls it before it records and routes the presence, so probe
-    /// answers carry the same children.
+    /// Adds what the modules' presence decorators return to an available
+    /// presence, broadcast or directed (see `ModuleContext::decorate_presence`).
+    /// The session calls it before it records and routes the presence, so
+    /// probe answers carry the same children.
     pub async fn decorate_presence(self: &Arc<Self>, stanza: Stanza) -> Stanza {
         let decorators = self.modules.presence_decorators();
         if decorators.is_empty() {
@@ -143,6 +143,8 @@ impl Server {
         }
         let mut stanza = Arc::unwrap_or_clone(shared);
         for child in added {
+            // It replaces the client's element of the same name, if any.
+            while stanza.el.remove_child(child.name(), child.ns().as_str()).is_some() {}
             stanza.el.append_child(child);
         }
         stanza

@@ -3,8 +3,9 @@
 //! A user stores their own vCard and anyone can read the vCard of a local
 //! account (§3.3; §5: it is world-readable). When the stored vCard has a
 //! PHOTO/BINVAL, the SHA-1 of the image is added to the user's available
-//! presence broadcasts as `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>`
-//! (XEP-0153 §3.1), unless the client put its own `<x/>` there. Hashes of
+//! presences, broadcast and directed (XEP-0398 §4: MUC joins), as
+//! `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` (XEP-0153 §3.1),
+//! unless the client put its own `<photo/>` there. Hashes of
 //! online accounts are cached; the vCard itself is read from the store.
 //! An avatar published through PEP (XEP-0084) becomes the vCard's PHOTO
 //! (XEP-0398), so that those who read vCards (group chats) see it too.
@@ -188,7 +189,7 @@ async fn avatar_published(server: &Arc<Server>, stanza: &Stanza, avatars: &Avata
 }
 
 /// The image `info` describes, from the data node: only when that node is
-/// world-readable (§6: a vCard is), and when its SHA-1 is the id (§3).
+/// world-readable (§7: a vCard is), and when its SHA-1 is the id (§3).
 async fn avatar_data(server: &Arc<Server>, owner: &Jid, info: &Info) -> Option<Vec<u8>> {
     let configure =
         Owner { payload: Payload::Configure { node: Some(NodeName(xns::AVATAR_DATA.to_owned())), form: None } };
@@ -277,7 +278,11 @@ fn sha1_hex(image: &[u8]) -> String {
 /// The `<x xmlns='vcard-temp:x:update'/>` for an available presence
 /// broadcast, if the client did not send one itself.
 async fn decorate(server: Arc<Server>, presence: Arc<Stanza>, avatars: Avatars) -> Option<Element> {
-    if presence.type_.is_some() || presence.el.has_child("x", ns::VCARD_UPDATE) {
+    // XEP-0398 §4: the client's own photo element (a hash, or empty for
+    // "not ready") stays; an update element without one is replaced.
+    let own_photo =
+        presence.el.get_child("x", ns::VCARD_UPDATE).is_some_and(|x| x.has_child("photo", ns::VCARD_UPDATE));
+    if presence.type_.is_some() || own_photo {
         return None;
     }
     let owner = presence.from.as_ref()?.to_bare();

@@ -130,11 +130,19 @@ async fn vcard_photo_hash_is_added_to_presence() {
     let seen = bob.expect("</presence>").await.unwrap();
     assert!(seen.contains("from='alice@localhost/home'") && seen.contains(&expected), "{seen}");
 
-    // A client that sends its own update element is left alone.
-    alice.send("<presence><x xmlns='vcard-temp:x:update'/></presence>").await.unwrap();
+    // A client that sends its own photo element (empty: "not ready") is left
+    // alone; an update element without one is overwritten (XEP-0398 §4).
+    alice.send("<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>").await.unwrap();
     alice.barrier().await.unwrap();
     let seen = bob.barrier().await.unwrap();
     assert!(seen.contains("from='alice@localhost/home'") && !seen.contains(PHOTO_SHA1), "{seen}");
+    alice.send("<presence><x xmlns='vcard-temp:x:update'/></presence>").await.unwrap();
+    let seen = bob.expect("</presence>").await.unwrap();
+    assert!(seen.contains(&expected) && seen.matches("vcard-temp:x:update").count() == 1, "{seen}");
+    // §4: directed presence (a MUC join) carries it too.
+    alice.send("<presence to='bob@localhost/phone'/>").await.unwrap();
+    let seen = bob.expect("</presence>").await.unwrap();
+    assert!(seen.contains(&expected), "{seen}");
 
     // A vCard without a photo: an empty <photo/> says "no avatar" (§4.1).
     let out = alice.request(&vcard_set("a2", "<FN>Alice</FN>"), "a2").await.unwrap();
@@ -177,7 +185,7 @@ async fn pep_avatar_becomes_the_vcard_photo() {
     assert!(info.contains("var='urn:xmpp:pep-vcard-conversion:0'"), "{info}");
     assert!(alice.request(&vcard_set("n", "<FN>Alice</FN>"), "n").await.unwrap().contains("type='result'"));
 
-    // XEP-0084 §4.1: data, then metadata; §6 of XEP-0398: only a world-readable
+    // XEP-0084 §4.1: data, then metadata; §7 of XEP-0398: only a world-readable
     // avatar is copied, so one with the default (presence) access is not.
     let data = format!("<data xmlns='urn:xmpp:avatar:data'>{PHOTO}</data>");
     let metadata = format!(
