@@ -71,10 +71,27 @@ pub struct ArchivePage {
     pub complete: bool,
 }
 
+/// An append the archive writer has queued: its commit can be awaited.
+#[must_use = "await `committed`, or say why the row need not be written yet"]
+#[derive(Debug)]
+pub struct ArchiveCommit(tokio::sync::oneshot::Receiver<std::result::Result<(), String>>);
+
+impl ArchiveCommit {
+    /// Resolves once the batch with this append is committed.
+    pub async fn committed(self) -> Result<()> {
+        self.0.await.map_err(|_| writer_gone())?.map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))
+    }
+}
+
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
+    /// Queues a message for the archive, in call order (a bounded queue: it
+    /// waits while the writer is behind); the commit is the handle's.
+    async fn archive_enqueue(&self, message: &NewArchived<'_>) -> Result<ArchiveCommit>;
     /// Appends a message; returns once it is committed (in a batch with others).
-    async fn archive_append(&self, message: &NewArchived<'_>) -> Result<()>;
+    async fn archive_append(&self, message: &NewArchived<'_>) -> Result<()> {
+        self.archive_enqueue(message).await?.committed().await
+    }
     /// The order of the message with this stanza id, if the archive has it.
     async fn archive_seq(&self, archive: &str, stanza_id: &str) -> Result<Option<i64>>;
     async fn archive_page(
@@ -105,8 +122,9 @@ pub trait ArchiveStore: Send + Sync {
 /// Appends waiting for the archive writer, and what each was told.
 type Pending = (Append, tokio::sync::oneshot::Sender<std::result::Result<(), String>>);
 
-/// Writes archive appends in batches: every append waits for the commit of
-/// its batch (archived before delivered), and the appends that arrive while
+/// Writes archive appends in batches: an append can wait for the commit of
+/// its batch (an account's messages are archived before they are delivered;
+/// a room's are not waited for), and the appends that arrive while
 /// one batch commits go into the next, so one commit (one fsync) serves many
 /// messages. One message a transaction, SQLite managed about 100 a second.
 #[derive(Debug)]
@@ -356,11 +374,11 @@ const COLUMNS: &str = "seq, stanza_id, stamp, stanza";
 
 #[async_trait]
 impl ArchiveStore for SqlStore {
-    async fn archive_append(&self, m: &NewArchived<'_>) -> Result<()> {
+    async fn archive_enqueue(&self, m: &NewArchived<'_>) -> Result<ArchiveCommit> {
         let (done, committed) = tokio::sync::oneshot::channel();
         let writer = self.archive_writer.get_or_init(|| Writer::start(self.pool.clone(), self.dialect()));
         writer.queue.send((Append::from(m), done)).await.map_err(|_| writer_gone())?;
-        committed.await.map_err(|_| writer_gone())?.map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))
+        Ok(ArchiveCommit(committed))
     }
 
     async fn archive_seq(&self, archive: &str, stanza_id: &str) -> Result<Option<i64>> {

@@ -15,7 +15,7 @@ mod sql;
 
 pub use account_data::AccountDataStore;
 pub use accounts::AccountStore;
-pub use archive::{ArchiveFilter, ArchivePage, ArchiveStore, ArchivedMessage, NewArchived, PageFrom};
+pub use archive::{ArchiveCommit, ArchiveFilter, ArchivePage, ArchiveStore, ArchivedMessage, NewArchived, PageFrom};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use pubsub::{PubsubItem, PubsubStore, PubsubSubscription};
 pub use roster::{RosterItem, RosterStore, Subscription};
