@@ -359,6 +359,30 @@ async fn room_creation_is_limited_per_user() {
     assert!(refused.contains("<not-allowed ") && refused.contains("at most 1 rooms"), "{refused}");
 }
 
+#[tokio::test]
+async fn a_burst_of_joins_waits_for_a_busy_room() {
+    let server = TestServer::builder(BIN)
+        .config("[modules.muc]\nroom_queue = 1\n")
+        .with_users(&[("alice", "secret"), ("bob", "secret"), ("carol", "secret")])
+        .expect("server starts");
+    let mut alice = server.online("alice", "desk").await.unwrap();
+    join(&mut alice, "Alice", "").await;
+    let mut joiners = Vec::new();
+    for (user, resource) in [("bob", "a"), ("bob", "b"), ("bob", "c"), ("carol", "a"), ("carol", "b"), ("carol", "c")] {
+        joiners.push((format!("{user}-{resource}"), server.online(user, resource).await.unwrap()));
+    }
+    // All at once: a queue of one stanza is full at once; the joins wait
+    // for room in it instead of being refused (they used to bounce).
+    for (nick, client) in &mut joiners {
+        client.send(&format!("<presence to='{ROOM}/{nick}'><x xmlns='{MUC}'/></presence>")).await.unwrap();
+    }
+    for (nick, client) in &mut joiners {
+        // §7.2.3: its own presence (110), or the error, comes from room/nick.
+        let (_, own) = client.take_stanza(&format!("from='{ROOM}/{nick}'")).await.unwrap();
+        assert!(own.contains("code='110'") && !own.contains("type='error'"), "{nick}: {own}");
+    }
+}
+
 /// The next message (presence skipped) from `nick` in the room.
 async fn message_from(client: &mut XmlClient, nick: &str) -> String {
     loop {

@@ -28,6 +28,8 @@ const STORE: &str = "muc";
 /// Persistent public rooms by name, under the service's own "" account:
 /// disco#items lists them while they are not running.
 const DIRECTORY: &str = "muc_directory";
+/// How long a stanza waits for room in a busy room's queue.
+const ROOM_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Muc;
 
@@ -44,7 +46,8 @@ pub struct MucConfig {
     pub max_rooms_per_owner: usize,
     /// Messages one occupant may send per minute; beyond, `resource-constraint`.
     pub max_messages_per_minute: u32,
-    /// Stanzas waiting for one room; beyond, senders get `resource-constraint`.
+    /// Stanzas waiting for one room; beyond, senders wait (10 s at most,
+    /// then `resource-constraint`).
     pub room_queue: usize,
 }
 
@@ -123,9 +126,12 @@ impl Service {
                     Err(err) => return server.bounce(&stanza, err),
                 },
             };
-            if let Err(e) = handle.tx.try_send(stanza) {
+            // A full queue holds the sender back a while (a burst of joins
+            // to a big room after a restart fills it with presence work)
+            // before the stanza is refused.
+            if let Err(e) = handle.tx.send_timeout(stanza, ROOM_QUEUE_WAIT).await {
                 let stanza = match e {
-                    mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+                    mpsc::error::SendTimeoutError::Timeout(s) | mpsc::error::SendTimeoutError::Closed(s) => s,
                 };
                 server.bounce(&stanza, StanzaError::resource_constraint().with_text("the room is busy; try again"));
             }
