@@ -162,14 +162,16 @@ async fn avatar_published(server: &Arc<Server>, stanza: &Stanza, avatars: &Avata
     if !stanza.is_type("set") || stanza.to.as_ref().is_some_and(|to| to.to_bare() != owner.to_bare()) {
         return;
     }
-    let Some(Ok(PubSub::Publish { publish, .. })) =
-        stanza.payload().filter(|p| p.is("pubsub", xns::PUBSUB)).map(|p| PubSub::try_from(p.clone()))
-    else {
+    // Every IQ a session sends passes here: only an avatar metadata publish
+    // is copied and parsed.
+    let Some(payload) = stanza.payload().filter(|p| {
+        p.is("pubsub", xns::PUBSUB)
+            && p.get_child("publish", xns::PUBSUB).and_then(|publish| publish.attr("node"))
+                == Some(xns::AVATAR_METADATA)
+    }) else {
         return;
     };
-    if publish.node.0 != xns::AVATAR_METADATA {
-        return;
-    }
+    let Ok(PubSub::Publish { publish, .. }) = PubSub::try_from(payload.clone()) else { return };
     let Some(metadata) = publish.items.into_iter().find_map(|item| Metadata::try_from(item.payload?).ok()) else {
         return;
     };
